@@ -1,0 +1,3 @@
+from bbnet.cli import main
+
+main()

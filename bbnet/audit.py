@@ -1,0 +1,119 @@
+"""Enforcement state and history: desired state per bottle, the actions log, usage listings."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from bbnet.model import STATES, Action, DesiredState
+from bbnet.store import LedgerError, Store
+
+
+def _action_from_row(r: Any) -> Action:
+    return Action(
+        r["id"],
+        r["ts"],
+        r["bottle"],
+        r["action"],
+        r["actor"],
+        r["reason"],
+        r["result"],
+        r["duration_ms"],
+        r["detail"],
+    )
+
+
+class AuditOps(Store):
+    def desired_state(self, bottle: str) -> DesiredState:
+        rows = self._read("SELECT * FROM desired_state WHERE bottle = ?", (bottle,))
+        if not rows:
+            return DesiredState(bottle, "open")
+        r = rows[0]
+        return DesiredState(r["bottle"], r["state"], r["reason"], r["actor"], r["updated_at"])
+
+    def desired_states(self) -> list[DesiredState]:
+        """Desired state of every live bottle (``open`` where none was ever set)."""
+        rows = self._read(
+            "SELECT b.name, coalesce(d.state, 'open') AS state, coalesce(d.reason, '') AS reason,"
+            " coalesce(d.actor, '') AS actor, coalesce(d.updated_at, 0) AS updated_at"
+            " FROM bottles b LEFT JOIN desired_state d ON d.bottle = b.name WHERE b.removed_at IS NULL"
+            " ORDER BY b.name"
+        )
+        return [DesiredState(r["name"], r["state"], r["reason"], r["actor"], r["updated_at"]) for r in rows]
+
+    def set_desired_state(self, bottle: str, state: str, reason: str = "", actor: str = "") -> DesiredState:
+        if state not in STATES:
+            raise LedgerError(f"invalid state {state!r}: expected one of {', '.join(STATES)}")
+        now = time.time()
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM bottles WHERE name = ?", (bottle,)).fetchone() is None:
+                raise LedgerError(f"unknown bottle {bottle!r}")
+            c.execute(
+                "INSERT INTO desired_state (bottle, state, reason, actor, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (bottle) DO UPDATE SET state = excluded.state, reason = excluded.reason,"
+                " actor = excluded.actor, updated_at = excluded.updated_at",
+                (bottle, state, reason, actor, now),
+            )
+        return DesiredState(bottle, state, reason, actor, now)
+
+    def record_action(
+        self,
+        bottle: str | None,
+        action: str,
+        actor: str,
+        reason: str,
+        result: str,
+        duration_ms: float | None = None,
+        detail: dict[str, Any] | str | None = None,
+    ) -> int:
+        text = detail if isinstance(detail, str) or detail is None else json.dumps(detail, sort_keys=True)
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO actions (ts, bottle, action, actor, reason, result, duration_ms, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), bottle, action, actor, reason, result, duration_ms, text),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def actions(self, since_id: int = 0, limit: int = 1000, bottle: str | None = None) -> list[Action]:
+        where, args = "id > ?", [since_id]
+        if bottle is not None:
+            where += " AND bottle = ?"
+            args.append(bottle)  # type: ignore[arg-type]
+        rows = self._read(f"SELECT * FROM actions WHERE {where} ORDER BY id LIMIT ?", (*args, limit))
+        return [_action_from_row(r) for r in rows]
+
+    def usage(self, since_id: int = 0, limit: int = 1000, bottle: str | None = None) -> list[dict[str, Any]]:
+        """Usage rows after ``since_id`` (oldest first): for tailing and for tests."""
+        where, args = "id > ?", [since_id]
+        if bottle is not None:
+            where += " AND bottle = ?"
+            args.append(bottle)  # type: ignore[arg-type]
+        return [
+            dict(r)
+            for r in self._read(f"SELECT * FROM usage WHERE {where} ORDER BY id LIMIT ?", (*args, limit))
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """Path, schema version, file sizes and row counts."""
+        counts = {
+            t: self._read(f"SELECT count(*) FROM {t}")[0][0]
+            for t in ("bottles", "budgets", "pools", "reservations", "usage", "desired_state", "actions")
+        }
+        sizes = {
+            suffix or "db": os.path.getsize(f"{self.path}{suffix}")
+            if os.path.exists(f"{self.path}{suffix}")
+            else 0
+            for suffix in ("", "-wal", "-shm")
+        }
+        mode = oct(os.stat(self.path).st_mode & 0o777)
+        return {
+            "path": str(self.path),
+            "schema_version": self.schema_version(),
+            "mode": mode,
+            "bytes": sizes,
+            "rows": counts,
+        }

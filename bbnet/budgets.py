@@ -1,0 +1,338 @@
+"""Budgets and their pools: set, list, reserve, commit, release, sweep.
+
+Pools are maintained counters (``used``, ``reserved``) per budget and period; the hot path never
+scans usage. A new pool (a budget set mid-period) is seeded once from the usage already recorded in
+its period, off the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+
+from bbnet import pools as arith
+from bbnet.model import (
+    MICROS_PER_USD,
+    PERIODS,
+    UNITS,
+    Budget,
+    CommitResult,
+    Outcome,
+    PoolView,
+    ReserveRequest,
+    ReserveResult,
+    UsageRecord,
+)
+from bbnet.names import Scope
+from bbnet.prices import cost_usd
+from bbnet.providers import PROVIDER_KEYS
+from bbnet.store import LedgerError, Store, pool_from_row
+
+_POOL_COLUMNS = "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, b.limit_amount, p.used, p.reserved"  # p.id is NULL where the budget has no pool for the period yet
+
+
+def _scope_holds(scope: str, chain: list[str], agent: str) -> bool:
+    return scope in arith.path_scopes(chain, agent)
+
+
+class BudgetOps(Store):
+    # -- budgets -----------------------------------------------------------------------------
+
+    def set_budget(self, budget: Budget, known_providers: Iterable[str] = PROVIDER_KEYS) -> None:
+        """Create or replace the budget of (scope, provider, unit); seed its current pool."""
+        if budget.unit not in UNITS:
+            raise LedgerError(f"invalid unit {budget.unit!r}: expected tokens or usd")
+        if budget.period not in PERIODS:
+            raise LedgerError(f"invalid period {budget.period!r}: expected {', '.join(PERIODS)}")
+        if budget.provider not in set(known_providers):
+            raise LedgerError(
+                f"unknown provider {budget.provider!r}: expected one of {', '.join(sorted(known_providers))}"
+            )
+        if not isinstance(budget.limit, int) or budget.limit < 0:
+            raise LedgerError(f"invalid limit {budget.limit!r}: must be a whole number >= 0")
+        scope = str(budget.scope)
+        with self._tx() as c:
+            if budget.scope.kind != "global":
+                self._require_bottle(c, budget.scope.bottle)
+            c.execute(
+                "INSERT INTO budgets (scope, provider, unit, limit_amount, period, source, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, provider, unit) DO UPDATE SET"
+                " limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,"
+                " updated_at = excluded.updated_at",
+                (
+                    scope,
+                    budget.provider,
+                    budget.unit,
+                    budget.limit,
+                    budget.period,
+                    budget.source,
+                    time.time(),
+                ),
+            )
+            self._ensure_pool(c, scope, budget.provider, budget.unit, budget.period, time.time())
+
+    def remove_budget(self, scope: Scope, provider: str, unit: str) -> bool:
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM budgets WHERE scope = ? AND provider = ? AND unit = ?",
+                (str(scope), provider, unit),
+            )
+            return cur.rowcount > 0
+
+    def budgets(self) -> list[Budget]:
+        return [
+            Budget(
+                Scope.parse(r["scope"]), r["provider"], r["unit"], r["limit_amount"], r["period"], r["source"]
+            )
+            for r in self._read("SELECT * FROM budgets ORDER BY scope, provider, unit")
+        ]
+
+    def pools(self, now: float | None = None) -> list[PoolView]:
+        """Every budget's pool in its current period (created if the period just began)."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            return [pool_from_row(r) for r in self._current_pools(c, "1 = 1", now)]
+
+    def path_pools(
+        self, bottle: str, agent: str | None, provider: str, now: float | None = None
+    ) -> list[PoolView]:
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            chain = self._chain(c, bottle)
+            return [pool_from_row(r) for r in self._path_pool_rows(c, chain, agent, provider, now)]
+
+    # -- pool plumbing -----------------------------------------------------------------------
+
+    def _ensure_pool(
+        self, c: sqlite3.Connection, scope: str, provider: str, unit: str, period: str, now: float
+    ) -> None:
+        start = arith.period_start(period, now)
+        cur = c.execute(
+            "INSERT OR IGNORE INTO pools (scope, provider, unit, period, period_start) VALUES (?, ?, ?, ?, ?)",
+            (scope, provider, unit, period, start),
+        )
+        if cur.rowcount:
+            used = self._usage_in_period(c, scope, provider, unit, start, arith.period_end(period, start))
+            if used:
+                c.execute("UPDATE pools SET used = ? WHERE id = ?", (used, cur.lastrowid))
+
+    def _usage_in_period(
+        self, c: sqlite3.Connection, scope: str, provider: str, unit: str, start: float, end: float
+    ) -> int:
+        """Seed for a new pool: usage already recorded in its period (a scan, never on the hot path)."""
+        amount = "input_tokens + output_tokens" if unit == "tokens" else "coalesce(cost_micros, 0)"
+        rows = c.execute(
+            f"SELECT bottle, agent, provider, sum({amount}) AS n FROM usage WHERE ts >= ? AND ts < ?"
+            " GROUP BY bottle, agent, provider",
+            (start, min(end, 1e18)),
+        ).fetchall()
+        total = 0
+        chains: dict[str, list[str]] = {}
+        for r in rows:
+            if provider not in ("*", r["provider"]):
+                continue
+            chain = chains.setdefault(r["bottle"], self._chain(c, r["bottle"]))
+            if _scope_holds(scope, chain, r["agent"]):
+                total += r["n"]
+        return total
+
+    def _current_pools(
+        self, c: sqlite3.Connection, where: str, now: float, args: tuple[object, ...] = ()
+    ) -> list[sqlite3.Row]:
+        """Budgets matching ``where`` joined to their pool of the period containing ``now``.
+
+        A budget whose current pool does not exist yet (a new period, a new budget) gets it created
+        here, so the common case is a single query.
+        """
+        starts = tuple(arith.period_start(p, now) for p in PERIODS)
+        query = (
+            f"SELECT {_POOL_COLUMNS} FROM budgets b LEFT JOIN pools p ON p.scope = b.scope"
+            " AND p.provider = b.provider AND p.unit = b.unit AND p.period = b.period"
+            " AND p.period_start = CASE b.period WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? END"
+            f" WHERE {where} ORDER BY b.scope, b.provider, b.unit"
+        )
+        params = (*(x for pair in zip(PERIODS, starts, strict=True) for x in pair), *args)
+        rows = c.execute(query, params).fetchall()
+        missing = [r for r in rows if r["id"] is None]
+        if not missing:
+            return rows
+        for r in missing:
+            self._ensure_pool(c, r["scope"], r["provider"], r["unit"], r["period"], now)
+        return c.execute(query, params).fetchall()
+
+    def _path_pool_rows(
+        self, c: sqlite3.Connection, chain: list[str], agent: str | None, provider: str, now: float
+    ) -> list[sqlite3.Row]:
+        """Current pools of every budget on the call's path, root first."""
+        scopes = arith.path_scopes(chain, agent)
+        marks = ",".join("?" * len(scopes))
+        rows = self._current_pools(
+            c, f"b.scope IN ({marks}) AND b.provider IN (?, '*')", now, (*scopes, provider)
+        )
+        order = {s: i for i, s in enumerate(scopes)}
+        return sorted(rows, key=lambda r: (order[r["scope"]], r["provider"] == "*", r["unit"]))
+
+    # -- the gate ----------------------------------------------------------------------------
+
+    def reserve(self, req: ReserveRequest) -> ReserveResult:
+        """Check every pool on the call's path and hold the projected amounts in all, or none."""
+        now = time.time()
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM usage WHERE key = ?", (req.key,)).fetchone():
+                raise LedgerError(f"call {req.key!r} is already committed")
+            held = c.execute(
+                "SELECT tokens, usd_micros FROM reservations WHERE key = ?", (req.key,)
+            ).fetchone()
+            if held is not None:  # a retried reserve: the hold already stands
+                return ReserveResult(
+                    Outcome.ALLOW,
+                    req.key,
+                    held["tokens"],
+                    held["usd_micros"],
+                    held["tokens"] - req.input_tokens,
+                )
+            chain = self._chain(c, req.bottle)
+            rows = self._path_pool_rows(c, chain, req.agent, req.provider, now)
+            decision = arith.decide(req, [pool_from_row(r) for r in rows])
+            if decision.outcome is Outcome.DENY:
+                return ReserveResult(
+                    Outcome.DENY, req.key, governing=decision.governing, exhausted=decision.exhausted
+                )
+            holds: list[tuple[int, int]] = []
+            for r in rows:
+                amount = decision.tokens if r["unit"] == "tokens" else decision.usd_micros
+                if amount:
+                    holds.append((r["id"], amount))
+                    c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
+            c.execute(
+                "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    req.key,
+                    req.bottle,
+                    req.agent,
+                    req.provider,
+                    req.model,
+                    decision.tokens,
+                    decision.usd_micros,
+                    json.dumps(holds),
+                    now,
+                    now + req.lease_seconds,
+                ),
+            )
+        return ReserveResult(
+            decision.outcome,
+            req.key,
+            decision.tokens,
+            decision.usd_micros,
+            decision.output_tokens,
+            decision.governing,
+        )
+
+    def commit(self, key: str, usage: UsageRecord) -> CommitResult:
+        """Record exactly one usage row for ``key`` and move its hold to used, in one transaction."""
+        for field in (
+            "input_tokens",
+            "output_tokens",
+            "cache_write_tokens",
+            "cache_read_tokens",
+            "reasoning_tokens",
+        ):
+            if getattr(usage, field) < 0:
+                raise LedgerError(f"invalid usage: {field} is negative")
+        cost = cost_usd(usage.provider, usage.model, usage)
+        micros = None if cost is None else round(cost * MICROS_PER_USD)
+        ts = time.time() if usage.ts is None else usage.ts
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM usage WHERE key = ?", (key,)).fetchone():
+                return CommitResult(False, key, cost)
+            self._drop_hold(c, key)
+            chain = self._chain(c, usage.bottle)
+            exhausted: list[PoolView] = []
+            for r in self._path_pool_rows(c, chain, usage.agent, usage.provider, ts):
+                amount = usage.tokens if r["unit"] == "tokens" else (micros or 0)
+                if amount:
+                    c.execute("UPDATE pools SET used = used + ? WHERE id = ?", (amount, r["id"]))
+                pool = pool_from_row(r)
+                pool = PoolView(**{**pool.__dict__, "used": pool.used + amount})
+                if pool.exhausted:
+                    exhausted.append(pool)
+            c.execute(
+                "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"
+                " output_tokens, cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros,"
+                " estimated, stream, status, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?)",
+                (
+                    key,
+                    ts,
+                    usage.bottle,
+                    usage.agent,
+                    usage.provider,
+                    usage.family,
+                    usage.model,
+                    usage.host,
+                    usage.path,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_write_tokens,
+                    usage.cache_read_tokens,
+                    usage.reasoning_tokens,
+                    cost,
+                    micros,
+                    int(usage.estimated),
+                    int(usage.stream),
+                    usage.status,
+                    usage.latency_ms,
+                ),
+            )
+        return CommitResult(True, key, cost, tuple(exhausted))
+
+    def release(self, key: str) -> bool:
+        """Return a reservation's held amounts to its pools; False if there was none."""
+        with self._tx() as c:
+            return self._drop_hold(c, key)
+
+    def sweep_expired(self, now: float | None = None) -> int:
+        """Release every reservation whose lease has expired (a meter died mid-call)."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            keys = [r[0] for r in c.execute("SELECT key FROM reservations WHERE expires_at <= ?", (now,))]
+            for key in keys:
+                self._drop_hold(c, key)
+        return len(keys)
+
+    def reservations(self) -> list[dict[str, object]]:
+        return [dict(r) for r in self._read("SELECT * FROM reservations ORDER BY created_at")]
+
+    @staticmethod
+    def _drop_hold(c: sqlite3.Connection, key: str) -> bool:
+        row = c.execute("SELECT pools FROM reservations WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return False
+        for pool_id, amount in json.loads(row["pools"]):
+            c.execute("UPDATE pools SET reserved = reserved - ? WHERE id = ?", (amount, pool_id))
+        c.execute("DELETE FROM reservations WHERE key = ?", (key,))
+        return True
+
+    def sync_budgets(self, budgets: list[Budget], source: str = "settings") -> dict[str, int]:
+        """Make the budgets from ``source`` equal ``budgets``; budgets set from elsewhere are kept.
+
+        A budget the CLI set wins over the same (scope, provider, unit) in the settings file.
+        """
+        wanted = {(str(b.scope), b.provider, b.unit): b for b in budgets}
+        existing = {(str(b.scope), b.provider, b.unit): b for b in self.budgets()}
+        changed = removed = 0
+        for key, b in wanted.items():
+            have = existing.get(key)
+            if have is not None and have.source != source:
+                continue
+            if have != b:
+                self.set_budget(b)
+                changed += 1
+        for key, b in existing.items():
+            if b.source == source and key not in wanted:
+                self.remove_budget(b.scope, b.provider, b.unit)
+                removed += 1
+        return {"changed": changed, "removed": removed}

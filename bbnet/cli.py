@@ -1,0 +1,169 @@
+"""The `bbnet` command: the root Typer app, mounting each plane's commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bbnet import settings as settings_mod
+from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, err_console, open_ledger, print_json
+from bbnet.ledger import LedgerError
+from bbnet.model import MICROS_PER_USD, PERIODS, Budget, PoolView
+from bbnet.names import NameError_, Scope
+from bbnet.settings import SettingsError, parse_limit
+
+app = typer.Typer(
+    name="bbnet",
+    help="Egress control plane for sandboxed AI agents: meter LLM calls, enforce budgets, cut bottles off.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+budget_app = typer.Typer(help="Budgets: nested pools of tokens and USD.", no_args_is_help=True)
+bottle_app = typer.Typer(help="Bottles: the sandboxes bbnet meters and enforces.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The ledger file.", no_args_is_help=True)
+settings_app = typer.Typer(help="The host settings file.", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
+app.add_typer(bottle_app, name="bottle")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(settings_app, name="settings")
+
+USER_ERRORS = (CliError, LedgerError, NameError_, SettingsError, ValueError)
+
+
+def _amount(unit: str, value: int) -> str:
+    return f"${value / MICROS_PER_USD:,.4f}" if unit == "usd" else f"{value:,}"
+
+
+def _pool_json(p: PoolView) -> dict[str, object]:
+    scale = MICROS_PER_USD if p.unit == "usd" else 1
+    return {
+        "scope": p.scope, "provider": p.provider, "unit": p.unit, "period": p.period,
+        "period_start": p.period_start, "limit": p.limit / scale, "used": p.used / scale,
+        "reserved": p.reserved / scale, "remaining": p.remaining / scale, "exhausted": p.exhausted,
+    }  # fmt: skip
+
+
+@budget_app.command("set", context_settings={"ignore_unknown_options": True})
+def budget_set(
+    scope: Annotated[str, typer.Argument(help="global, bottle:NAME (or NAME) or agent:BOTTLE/AGENT")],
+    provider: Annotated[str, typer.Argument(help="Provider key (anthropic, openai, ...) or '*' for all")],
+    limit: Annotated[str, typer.Argument(help="Tokens (500000, 500k, 5M) or USD (20, 12.50)")],
+    unit: Annotated[str, typer.Option(help="tokens or usd")] = "tokens",
+    period: Annotated[str, typer.Option(help="total, day, week or month (UTC)")] = "total",
+    db: DbOpt = None,
+    settings: SettingsOpt = None,
+) -> None:
+    """Create or change a budget. A call is admitted only if every pool on its path has room."""
+    if unit not in ("tokens", "usd"):
+        raise CliError(f"invalid unit {unit!r}: expected tokens or usd")
+    if period not in PERIODS:
+        raise CliError(f"invalid period {period!r}: expected one of {', '.join(PERIODS)}")
+    parsed_scope = Scope.parse(scope)
+    known = settings_mod.load(settings).provider_keys()
+    if provider not in known:
+        raise CliError(f"unknown provider {provider!r}: expected one of {', '.join(sorted(known))}")
+    amount = parse_limit(limit, unit)
+    with open_ledger(db) as ledger:
+        ledger.set_budget(Budget(parsed_scope, provider, unit, amount, period, "cli"), known)
+    console.print(f"budget {parsed_scope} {provider}: {_amount(unit, amount)} {unit} per {period}")
+
+
+@budget_app.command("list")
+def budget_list(db: DbOpt = None, json_: JsonOpt = False) -> None:
+    """Every pool in its current period: limit, used, reserved, remaining."""
+    with open_ledger(db) as ledger:
+        pools = ledger.pools()
+    if json_:
+        print_json([_pool_json(p) for p in pools])
+        return
+    table = Table("scope", "provider", "unit", "period", "limit", "used", "reserved", "remaining")
+    for p in pools:
+        style = "red" if p.exhausted else None
+        table.add_row(
+            p.scope,
+            p.provider,
+            p.unit,
+            p.period,
+            _amount(p.unit, p.limit),
+            _amount(p.unit, p.used),
+            _amount(p.unit, p.reserved),
+            _amount(p.unit, p.remaining),
+            style=style,
+        )
+    console.print(table if pools else "no budgets (bbnet budget set SCOPE PROVIDER LIMIT)")
+
+
+@bottle_app.command("list")
+def bottle_list(db: DbOpt = None, json_: JsonOpt = False) -> None:
+    """The bottle registry: name, parent, state, policy, veth, addresses."""
+    with open_ledger(db) as ledger:
+        bottles = ledger.bottles()
+        states = {s.bottle: s for s in ledger.desired_states()}
+    rows = [
+        {"name": b.name, "parent": b.parent, "state": states[b.name].state if b.name in states else "open",
+         "policy": b.policy, "netns": b.netns, "veth": b.veth, "addresses": list(b.addresses),
+         "cgroup": b.cgroup, "managed": b.managed, "created_at": b.created_at}
+        for b in bottles
+    ]  # fmt: skip
+    if json_:
+        print_json(rows)
+        return
+    table = Table("name", "parent", "state", "policy", "veth", "addresses")
+    for r in rows:
+        table.add_row(
+            str(r["name"]),
+            str(r["parent"] or ""),
+            str(r["state"]),
+            str(r["policy"]),
+            str(r["veth"] or ""),
+            ", ".join(r["addresses"]),
+        )  # type: ignore[arg-type]
+    console.print(table if rows else "no bottles")
+
+
+@ledger_app.command("info")
+def ledger_info(db: DbOpt = None, json_: JsonOpt = False) -> None:
+    """Path, schema version, file sizes and row counts."""
+    with open_ledger(db, create=False) as ledger:
+        info = ledger.info()
+    if json_:
+        print_json(info)
+        return
+    console.print(f"path            {info['path']} (mode {info['mode']})")
+    console.print(f"schema version  {info['schema_version']}")
+    console.print("size            " + ", ".join(f"{k} {v:,} B" for k, v in info["bytes"].items()))
+    console.print("rows            " + ", ".join(f"{k} {v:,}" for k, v in info["rows"].items()))
+
+
+@settings_app.command("check")
+def settings_check(settings: SettingsOpt = None, json_: JsonOpt = False) -> None:
+    """Validate the settings file and show the budgets it defines."""
+    s = settings_mod.load(settings, required=True)
+    if json_:
+        print_json(s.model_dump(by_alias=True, mode="json"))
+        return
+    console.print(f"{settings or settings_mod.default_path()}: ok")
+    for b in s.global_budgets():
+        console.print(f"  {b.scope} {b.provider}: {_amount(b.unit, b.limit)} {b.unit} per {b.period}")
+
+
+@settings_app.command("apply")
+def settings_apply(settings: SettingsOpt = None, db: DbOpt = None) -> None:
+    """Write the settings file's global budgets into the ledger (CLI-set budgets win)."""
+    s = settings_mod.load(settings, required=True)
+    with open_ledger(db) as ledger:
+        result = ledger.sync_budgets(s.global_budgets())
+    console.print(f"budgets from settings: {result['changed']} changed, {result['removed']} removed")
+
+
+def main() -> None:
+    """Entry point: run the app; user errors are one line on stderr and exit code 2."""
+    try:
+        app()
+    except USER_ERRORS as e:
+        err_console.print(f"bbnet: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)

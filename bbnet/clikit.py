@@ -1,0 +1,49 @@
+"""What every `bbnet` command shares: the --db/--settings/--json options, errors, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from bbnet.ledger import Ledger, default_path
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar="BBNET_DB", help="Ledger file [default: /var/lib/bbnet/ledger.db]", show_default=False
+    ),
+]
+SettingsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--settings",
+        envvar="BBNET_SETTINGS",
+        help="Settings file [default: /etc/bbnet/settings.yml]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+# Piped output is not cut to 80 columns: scripts and logs get whole values.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def open_ledger(db: str | None, *, create: bool = True) -> Ledger:
+    return Ledger.open(db or default_path(), create=create)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,111 @@
+"""The ledger's schema, as an ordered list of forward migrations.
+
+``MIGRATIONS[i]`` takes a ledger from version ``i`` to ``i + 1``. Each runs in one transaction
+with the version bump, so a crash mid-migration leaves the previous version intact. Amounts are
+integers: tokens, and USD in micro-dollars (``*_micros``), so pool arithmetic is exact.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # v1: the core tables
+    """
+    CREATE TABLE bottles (
+        name        TEXT PRIMARY KEY,
+        parent      TEXT REFERENCES bottles(name),
+        netns       TEXT,
+        veth        TEXT,
+        addresses   TEXT NOT NULL DEFAULT '[]',   -- JSON list of CIDRs on the bottle side
+        cgroup      TEXT,
+        policy      TEXT NOT NULL DEFAULT 'cutoff',
+        managed     INTEGER NOT NULL DEFAULT 0,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL,
+        removed_at  REAL
+    );
+    CREATE TABLE budgets (
+        scope       TEXT NOT NULL,                -- global | bottle:<name> | agent:<bottle>/<agent>
+        provider    TEXT NOT NULL,                -- provider key or '*'
+        unit        TEXT NOT NULL CHECK (unit IN ('tokens', 'usd')),
+        limit_amount INTEGER NOT NULL CHECK (limit_amount >= 0),  -- tokens or micro-USD
+        period      TEXT NOT NULL CHECK (period IN ('total', 'day', 'week', 'month')),
+        source      TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (scope, provider, unit)
+    );
+    CREATE TABLE pools (
+        id          INTEGER PRIMARY KEY,
+        scope       TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        unit        TEXT NOT NULL,
+        period      TEXT NOT NULL,
+        period_start REAL NOT NULL,
+        used        INTEGER NOT NULL DEFAULT 0,
+        reserved    INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (scope, provider, unit, period, period_start)
+    );
+    CREATE TABLE reservations (
+        key         TEXT PRIMARY KEY,             -- the idempotency key (flow id)
+        bottle      TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        model       TEXT,
+        tokens      INTEGER NOT NULL,
+        usd_micros  INTEGER NOT NULL,
+        pools       TEXT NOT NULL,                -- JSON [[pool_id, amount], ...] held
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    CREATE INDEX reservations_expiry ON reservations(expires_at);
+    CREATE TABLE usage (
+        id          INTEGER PRIMARY KEY,
+        key         TEXT NOT NULL UNIQUE,
+        ts          REAL NOT NULL,
+        bottle      TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        family      TEXT,
+        model       TEXT,
+        host        TEXT,
+        path        TEXT,
+        input_tokens        INTEGER NOT NULL,
+        output_tokens       INTEGER NOT NULL,
+        cache_write_tokens  INTEGER NOT NULL,
+        cache_read_tokens   INTEGER NOT NULL,
+        reasoning_tokens    INTEGER NOT NULL,
+        cost_usd    REAL,                          -- NULL: unpriced model
+        estimated   INTEGER NOT NULL DEFAULT 0,
+        stream      INTEGER NOT NULL DEFAULT 0,
+        status      INTEGER,
+        latency_ms  REAL
+    );
+    CREATE INDEX usage_ts ON usage(ts);
+    CREATE INDEX usage_bottle_ts ON usage(bottle, ts);
+    CREATE TABLE desired_state (
+        bottle      TEXT PRIMARY KEY,
+        state       TEXT NOT NULL CHECK (state IN ('open', 'cutoff', 'frozen', 'killed')),
+        reason      TEXT NOT NULL DEFAULT '',
+        actor       TEXT NOT NULL DEFAULT '',
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE actions (
+        id          INTEGER PRIMARY KEY,
+        ts          REAL NOT NULL,
+        bottle      TEXT,
+        action      TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',
+        result      TEXT NOT NULL,
+        duration_ms REAL,
+        detail      TEXT
+    );
+    CREATE INDEX actions_ts ON actions(ts);
+    """,
+    # v2: usage cost in micro-USD alongside the float, so pools charge exact integers
+    """
+    ALTER TABLE usage ADD COLUMN cost_micros INTEGER;
+    UPDATE usage SET cost_micros = CAST(ROUND(cost_usd * 1000000) AS INTEGER) WHERE cost_usd IS NOT NULL;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,194 @@
+"""Host settings: ``/etc/bbnet/settings.yml`` parsed with PyYAML into validated pydantic models.
+
+A bad file is one clear error naming the file, the key path and what was expected; nothing is
+started and nothing is written. A missing file means the documented defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bbnet.model import MICROS_PER_USD, Budget
+from bbnet.names import Scope
+from bbnet.providers import PROVIDER_KEYS, Provider, openai_compatible
+
+DEFAULT_SETTINGS = "/etc/bbnet/settings.yml"
+Period = Literal["total", "day", "week", "month"]
+Policy = Literal["cutoff", "freeze", "kill"]
+
+
+class SettingsError(Exception):
+    """The settings file cannot be used; the message names the file and the key."""
+
+
+def default_path() -> str:
+    return os.environ.get("BBNET_SETTINGS") or DEFAULT_SETTINGS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolSpec(_Strict):
+    limit: Annotated[int, Field(ge=0)]
+    period: Period | None = None  # None: the file's default `period`
+
+
+TokenLimits = dict[str, Annotated[int, Field(ge=0)] | PoolSpec]
+
+
+class UsdSettings(_Strict):
+    global_: Annotated[Decimal | None, Field(alias="global", ge=0)] = None
+    bottle_default: Annotated[Decimal | None, Field(ge=0)] = None
+    period: Period = "month"
+
+
+class ExtraProvider(_Strict):
+    """An OpenAI-compatible host to meter, beyond the built-in catalogue."""
+
+    key: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+    host: Annotated[str, Field(pattern=r"^[a-z0-9.-]+$")]
+    price_provider: str | None = None
+
+    def provider(self) -> Provider:
+        return openai_compatible(self.key, self.host, self.price_provider)
+
+
+class Settings(_Strict):
+    budget: TokenLimits = {}
+    bottle_defaults: TokenLimits = {}
+    usd: UsdSettings = UsdSettings()
+    period: Period = "total"
+    shutdown: Policy = "cutoff"
+    fail_open: bool = False
+    auto_restore_on_new_period: bool = False
+    lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    address_pool: str = "10.243.0.0/16"
+    proxy_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    providers: list[ExtraProvider] = []
+
+    @field_validator("address_pool")
+    @classmethod
+    def _pool(cls, v: str) -> str:
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not a network in CIDR form: {e}") from None
+        if net.version != 4 or net.prefixlen > 28:
+            raise ValueError("expected an IPv4 network of /28 or larger")
+        return v
+
+    @model_validator(mode="after")
+    def _known_providers(self) -> Settings:
+        known = self.provider_keys()
+        for section in ("budget", "bottle_defaults"):
+            for key in getattr(self, section):
+                if key not in known:
+                    raise ValueError(
+                        f"{section}.{key}: unknown provider; expected one of {', '.join(sorted(known))}"
+                    )
+        return self
+
+    def provider_keys(self) -> frozenset[str]:
+        return PROVIDER_KEYS | {p.key for p in self.providers}
+
+    def extra_providers(self) -> tuple[Provider, ...]:
+        return tuple(p.provider() for p in self.providers)
+
+    def _token_budgets(self, scope: Scope, limits: TokenLimits, source: str) -> list[Budget]:
+        out = []
+        for provider, spec in sorted(limits.items()):
+            limit, period = (spec, None) if isinstance(spec, int) else (spec.limit, spec.period)
+            out.append(Budget(scope, provider, "tokens", limit, period or self.period, source))
+        return out
+
+    def global_budgets(self) -> list[Budget]:
+        """The global pools the file asks for (source ``settings``)."""
+        budgets = self._token_budgets(Scope.global_(), self.budget, "settings")
+        if self.usd.global_ is not None:
+            micros = int(self.usd.global_ * MICROS_PER_USD)
+            budgets.append(Budget(Scope.global_(), "*", "usd", micros, self.usd.period, "settings"))
+        return budgets
+
+    def launch_budgets(self, bottle: str) -> list[Budget]:
+        """The pools a new bottle gets unless its launch says otherwise (source ``launch``)."""
+        budgets = self._token_budgets(Scope.of_bottle(bottle), self.bottle_defaults, "launch")
+        if self.usd.bottle_default is not None:
+            micros = int(self.usd.bottle_default * MICROS_PER_USD)
+            budgets.append(Budget(Scope.of_bottle(bottle), "*", "usd", micros, self.usd.period, "launch"))
+        return budgets
+
+
+def _describe(err: ValidationError) -> str:
+    # In a union (a limit is a number or {limit, period}) the deepest error is the one that matters.
+    e = max(err.errors(), key=lambda x: len(x["loc"]))
+    where = ".".join(str(p) for p in e["loc"] if str(p) not in ("constrained-int", "int", "PoolSpec"))
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{where}: {msg}" if where else msg
+
+
+def parse(text: str, source: str = "<settings>") -> Settings:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"{source}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        raise SettingsError(f"{source}: {_describe(e)}") from None
+
+
+def load(path: str | Path | None = None, *, required: bool = False) -> Settings:
+    """Load settings; a missing file gives the defaults unless ``required``."""
+    p = Path(path or default_path())
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        if required:
+            raise SettingsError(f"{p}: no such settings file") from None
+        return Settings()
+    except OSError as e:
+        raise SettingsError(f"{p}: cannot read: {e.strerror}") from None
+    return parse(text, str(p))
+
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def parse_limit(text: str, unit: str) -> int:
+    """A limit as the CLI takes it: tokens (``500000``, ``500k``, ``5M``) or USD (``20``, ``$12.50``).
+
+    Returns tokens, or micro-USD for ``usd``.
+    """
+    raw = text.strip()
+    if unit == "usd":
+        try:
+            value = Decimal(raw.removeprefix("$"))
+        except InvalidOperation:
+            raise ValueError(f"invalid USD limit {text!r}: expected a number such as 20 or 12.50") from None
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"invalid USD limit {text!r}: must be a number >= 0")
+        return int(value * MICROS_PER_USD)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", raw.replace("_", ""))
+    if not m:
+        raise ValueError(f"invalid token limit {text!r}: expected a whole number >= 0, e.g. 500000 or 500k")
+    value = Decimal(m.group(1)) * _SUFFIX[m.group(2).lower()]
+    if value != value.to_integral_value():
+        raise ValueError(f"invalid token limit {text!r}: must be a whole number of tokens")
+    return int(value)

@@ -1,0 +1,124 @@
+"""Ledger throughput: reserve+commit pairs per second with 1 and 4 writer processes.
+
+Prints JSON: pairs/s, p50/p99 reserve latency (ms) and the overshoot against a contended budget.
+Usage: python bench/ledger_bench.py [--seconds S] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bbnet.ledger import Ledger
+from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, UsageRecord
+from bbnet.names import Scope
+from bbnet.prices import rates
+
+MODEL = "claude-sonnet-4-5-20250929"
+
+
+def _setup(db: Path, limit: int) -> None:
+    with Ledger.open(db) as ledger:
+        ledger.add_bottle(Bottle("team"))
+        ledger.add_bottle(Bottle("bench", parent="team"))
+        ledger.set_budget(Budget(Scope.global_(), "anthropic", "tokens", 10**12))
+        ledger.set_budget(Budget(Scope.global_(), "*", "usd", 10**12, period="month"))
+        ledger.set_budget(Budget(Scope.of_bottle("team"), "*", "tokens", 10**12, period="day"))
+        ledger.set_budget(Budget(Scope.of_bottle("bench"), "anthropic", "tokens", limit))
+
+
+def _writer(db: str, worker: int, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    r8 = rates("anthropic", MODEL, 500)
+    latencies: list[float] = []
+    pairs = 0
+    with Ledger.open(db) as ledger:
+        end = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < end:
+            key = f"w{worker}-{i}"
+            i += 1
+            t0 = time.perf_counter()
+            res = ledger.reserve(
+                ReserveRequest(key, "bench", f"agent{worker}", "anthropic", MODEL, 500, 500, r8)
+            )
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if res.outcome is Outcome.DENY:
+                continue
+            ledger.commit(
+                key,
+                UsageRecord(
+                    "bench",
+                    f"agent{worker}",
+                    "anthropic",
+                    MODEL,
+                    input_tokens=500,
+                    output_tokens=res.allowed_output_tokens,
+                ),
+            )
+            pairs += 1
+    out.put((pairs, latencies))
+
+
+def run(writers: int, seconds: float, workdir: Path, limit: int) -> dict[str, float]:
+    db = workdir / f"bench-{writers}.db"
+    _setup(db, limit)
+    ctx = mp.get_context("fork")
+    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_writer, args=(str(db), w, seconds, q)) for w in range(writers)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - t0
+    pairs = sum(r[0] for r in results)
+    lat = sorted(x for r in results for x in r[1])
+    with Ledger.open(db) as ledger:
+        used = next(p.used for p in ledger.pools() if p.scope == "bottle:bench")
+    return {
+        "writers": writers,
+        "pairs": pairs,
+        "pairs_per_s": round(pairs / seconds, 1),
+        "wall_s": round(wall, 2),
+        "reserve_p50_ms": round(statistics.median(lat), 3),
+        "reserve_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 3),
+        "limit": limit,
+        "used": used,
+        "overshoot": max(0, used - limit),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--dir", type=Path, default=None)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        # Unbounded budget for throughput; then a small one that must be contended and never overshot.
+        one = run(1, args.seconds, Path(tmp), 10**12)
+        four = run(4, args.seconds, Path(tmp), 10**12)
+        small = Path(tmp) / "small"
+        small.mkdir()
+        tight = run(4, min(args.seconds, 3.0), small, 1_000_000)
+    json.dump(
+        {
+            "one_writer": one,
+            "four_writers": four,
+            "contended_4_writers_1M_tokens": tight,
+            "python": sys.version.split()[0],
+        },
+        sys.stdout,
+        indent=2,
+    )
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared test plumbing: root-only tests run (never skip) under CI=true; shared fixtures' path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BBNET_SHARED") or REPO.parent / "shared")
+BBNET = str(Path(sys.executable).parent / "bbnet")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``root`` skip without root locally, and fail without it under CI=true."""
+    if "root" in item.keywords and os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("this test needs root, and CI=true forbids skipping it")
+        pytest.skip("needs root")
+
+
+def run_bbnet(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `bbnet` command (the same entry point users run)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [BBNET, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+def have(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
