@@ -113,15 +113,9 @@ def bottle_list(db: DbOpt = None, json_: JsonOpt = False) -> None:
         print_json(rows)
         return
     table = Table("name", "parent", "state", "policy", "veth", "addresses")
-    for r in rows:
-        table.add_row(
-            str(r["name"]),
-            str(r["parent"] or ""),
-            str(r["state"]),
-            str(r["policy"]),
-            str(r["veth"] or ""),
-            ", ".join(r["addresses"]),
-        )  # type: ignore[arg-type]
+    for b in bottles:
+        state = states[b.name].state if b.name in states else "open"
+        table.add_row(b.name, b.parent or "", state, b.policy, b.veth or "", ", ".join(b.addresses))
     console.print(table if rows else "no bottles")
 
 
