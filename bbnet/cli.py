@@ -30,6 +30,8 @@ app.add_typer(budget_app, name="budget")
 app.add_typer(bottle_app, name="bottle")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(settings_app, name="settings")
+meter_app = typer.Typer(help="The meter: the mitmproxy addon at the bottles' only way out.", no_args_is_help=True)
+app.add_typer(meter_app, name="meter")
 
 USER_ERRORS = (CliError, LedgerError, NameError_, SettingsError, ValueError)
 
@@ -152,6 +154,22 @@ def settings_apply(settings: SettingsOpt = None, db: DbOpt = None) -> None:
     with open_ledger(db) as ledger:
         result = ledger.sync_budgets(s.global_budgets())
     console.print(f"budgets from settings: {result['changed']} changed, {result['removed']} removed")
+
+
+def _mount_planes() -> None:
+    """Each plane adds its own commands; bbnet/ stays free of their imports until here."""
+    from analytics import cli as analytics_cli
+    from enforcer import cli as enforcer_cli
+    from meter import cli as meter_cli
+    from meter import sim_cli
+
+    meter_cli.mount(meter_app)
+    sim_cli.mount(app)
+    enforcer_cli.mount(app, bottle_app)
+    analytics_cli.mount(app)
+
+
+_mount_planes()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Prices from genai-prices: the cost of recorded usage and projected per-token rates.
 
-Unknown models give ``None`` — reported as unpriced, never as $0.
+Unknown models give ``None`` — reported as unpriced, never as $0. genai-prices is imported on
+first use: it costs ~50 ms, and CLI commands that price nothing should not pay it.
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
-
-from genai_prices import Usage, data_snapshot
 
 from bbnet.model import MICROS_PER_USD, Rates, UsageRecord
 from bbnet.providers import BUILTIN
@@ -24,13 +23,21 @@ def price_provider(provider: str) -> str:
 @lru_cache(maxsize=4096)
 def _model_price(provider: str, model: str) -> tuple[Any, Any] | None:
     """genai-prices' (provider, model) entry; looked up once per pair (the lookup dominates cost)."""
+    from genai_prices import data_snapshot
+
     try:
         return data_snapshot.get_snapshot().find_provider_model(model, None, price_provider(provider), None)
     except (LookupError, ValueError):
         return None
 
 
-def _price(provider: str, model: str, usage: Usage) -> float | None:
+def _usage(**counts: int) -> Any:
+    from genai_prices import Usage
+
+    return Usage(**counts)
+
+
+def _price(provider: str, model: str, usage: Any) -> float | None:
     found = _model_price(provider, model)
     if found is None:
         return None
@@ -49,7 +56,7 @@ def cost_usd(provider: str, model: str | None, usage: UsageRecord) -> float | No
     return _price(
         provider,
         model,
-        Usage(
+        _usage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_write_tokens=usage.cache_write_tokens,
@@ -68,11 +75,11 @@ def rates(provider: str, model: str | None, input_tokens: int = 1000) -> Rates |
     if not model:
         return None
     n = max(input_tokens, 1)
-    plain = _price(provider, model, Usage(input_tokens=n))
+    plain = _price(provider, model, _usage(input_tokens=n))
     if plain is None:
         return None
-    written = _price(provider, model, Usage(input_tokens=n, cache_write_tokens=n)) or plain
-    with_output = _price(provider, model, Usage(input_tokens=n, output_tokens=n)) or plain
+    written = _price(provider, model, _usage(input_tokens=n, cache_write_tokens=n)) or plain
+    with_output = _price(provider, model, _usage(input_tokens=n, output_tokens=n)) or plain
     return Rates(
         input_micros=max(plain, written) * MICROS_PER_USD / n,
         output_micros=max(with_output - plain, 0.0) * MICROS_PER_USD / n,
