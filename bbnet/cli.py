@@ -161,9 +161,10 @@ def _mount_planes() -> None:
     from analytics import cli as analytics_cli
     from enforcer import cli as enforcer_cli
     from meter import cli as meter_cli
-    from meter import sim_cli
+    from meter import run_cli, sim_cli
 
     meter_cli.mount(meter_app)
+    run_cli.mount(meter_app)
     sim_cli.mount(app)
     enforcer_cli.mount(app, bottle_app)
     analytics_cli.mount(app)

@@ -1,0 +1,283 @@
+"""The mitmproxy addon: attribute, reserve, forward, tap, commit — a thin shell over the gate.
+
+Per LLM request (classified from the *original* host, before any upstream remap):
+``request`` attributes the flow to a bottle, reserves the projected spend and answers DENY itself
+(the provider never sees it); ``responseheaders`` puts a :class:`StreamTap` on streamed answers;
+``response`` commits real usage (or the flagged estimate); ``error`` commits what a broken stream
+showed, else releases. Every call ends as exactly one usage row or one released reservation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+
+from bbnet import providers
+from bbnet.ledger import Ledger, LedgerError
+from bbnet.model import CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
+from bbnet.names import AGENT_NAME_RE
+from bbnet.prices import rates
+from meter import errors, estimate, gate
+from meter.attribution import AGENT_HEADER, Directory
+from meter.tap import StreamTap, is_streamed_response
+from meter.usage import Usage, from_body
+
+log = logging.getLogger("bbnet.meter")
+DEGRADED_HEADER = "x-bbnet-degraded"
+META = "bbnet"
+
+#: Called after every commit (the controller's wake-up) and after a DENY that found a pool
+#: exhausted by real usage; both run on the proxy's event loop and must not block.
+OnCommit = Callable[[str, CommitResult], None]
+OnExhausted = Callable[[str, PoolView], None]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+
+
+def parse_upstream_map(items: list[str]) -> dict[str, Upstream]:
+    """``HOST=URL`` pairs (``*`` matches any host): where to send a host's traffic instead."""
+    out: dict[str, Upstream] = {}
+    for item in items:
+        host, sep, url = item.partition("=")
+        parts = urlsplit(url)
+        if not sep or not host or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid --upstream-map {item!r}: expected HOST=http[s]://ADDRESS[:PORT]")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        out[host.lower()] = Upstream(parts.scheme, parts.hostname, port)
+    return out
+
+
+@dataclass
+class Call:
+    """One metered call's state, kept in ``flow.metadata``."""
+
+    key: str
+    bottle: str
+    agent: str
+    match: providers.Match
+    plan: gate.Plan
+    request_body: bytes
+    host: str
+    path: str
+    started: float
+    reservation: ReserveResult | None  # None: fail-open, unmetered
+    degraded_to: int | None = None
+    injected_usage: bool = False
+    tap: StreamTap | None = None
+    finished: bool = field(default=False)
+
+
+class Meter:
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        *,
+        ledger_problem: str = "",
+        fail_open: bool = False,
+        lease_seconds: float = 300.0,
+        upstream: dict[str, Upstream] | None = None,
+        catalogue: tuple[providers.Provider, ...] = providers.BUILTIN,
+        on_commit: OnCommit | None = None,
+        on_exhausted: OnExhausted | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.ledger_problem = ledger_problem or ("" if ledger else "ledger unavailable")
+        self.fail_open = fail_open
+        self.lease_seconds = lease_seconds
+        self.upstream = upstream or {}
+        self.catalogue = catalogue
+        self.on_commit = on_commit
+        self.on_exhausted = on_exhausted
+        self.directory = Directory(ledger) if ledger else None
+
+    def running(self) -> None:
+        if self.fail_open:
+            log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
+        if self.ledger is None:
+            log.error(
+                "ledger unavailable (%s): LLM calls are answered 503 BUDGET_CONFIG", self.ledger_problem
+            )
+
+    # -- request -------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        agent_header = req.headers.pop(AGENT_HEADER, None)
+        host, path = req.pretty_host, req.path
+        match = providers.classify(host, path, self.catalogue) if req.method == "POST" else None
+        if match is not None and flow.response is None:
+            self._gate(flow, match, host, path, agent_header)
+        if flow.response is None:
+            self._remap(flow, host)
+
+    def _gate(self, flow: http.HTTPFlow, match: providers.Match, host: str, path: str,
+              agent_header: str | None) -> None:  # fmt: skip
+        if self.ledger is None or self.directory is None:
+            self._unavailable(flow, match, self.ledger_problem)
+            return
+        source = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        try:
+            bottle = self.directory.bottle_for(source)
+            state = self.directory.state_of(bottle.name) if bottle else "open"
+        except LedgerError as e:
+            self._unavailable(flow, match, str(e))
+            return
+        if bottle is None:
+            self._reply(flow, 403, {"error": {"message": f"bbnet: {source} is not a known bottle"},
+                                    "bbnet_code": "UNKNOWN_SOURCE"})  # fmt: skip
+            log.warning("refused %s %s%s: source %s is not a bottle", flow.request.method, host, path, source)
+            return
+        if state != "open":
+            self._deny(flow, match, None, f"bottle {bottle.name} is {state}")
+            return
+        agent = agent_header if agent_header and AGENT_NAME_RE.fullmatch(agent_header) else match.provider
+        body = flow.request.get_content(strict=False) or b""
+        plan = gate.plan(match, path, body)
+        key = flow.id
+        try:
+            result = self.ledger.reserve(gate.reserve_request(
+                plan, key, bottle.name, agent, rates(plan.provider, plan.model, plan.input_tokens),
+                self.lease_seconds))  # fmt: skip
+        except LedgerError as e:
+            self._unavailable(flow, match, str(e))
+            return
+        if result.outcome is Outcome.DENY:
+            if result.exhausted and result.governing is not None and self.on_exhausted:
+                self.on_exhausted(bottle.name, result.governing)
+            self._deny(flow, match, result.governing, "")
+            log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s", bottle.name, agent,
+                     plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
+            return
+        rw = gate.rewrite(plan, body, result)
+        if rw.body is not body:
+            flow.request.set_content(rw.body)
+        flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
+                                   time.monotonic(), result, rw.degraded_to, rw.injected_usage)  # fmt: skip
+
+    def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
+        if self.fail_open:
+            log.warning("BBNET_FAIL_OPEN=1: forwarding %s%s unmetered (%s)", match.provider, flow.request.path,
+                        errors.redact(problem))  # fmt: skip
+            return
+        err = errors.gate_error(match.family, errors.BUDGET_CONFIG, detail=f"ledger unavailable: {problem}")
+        flow.response = http.Response.make(err.status, err.body, err.headers)
+
+    def _deny(
+        self, flow: http.HTTPFlow, match: providers.Match, governing: PoolView | None, detail: str
+    ) -> None:
+        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail)
+        flow.response = http.Response.make(err.status, err.body, err.headers)
+
+    @staticmethod
+    def _reply(flow: http.HTTPFlow, status: int, body: dict[str, object]) -> None:
+        flow.response = http.Response.make(
+            status, json.dumps(body).encode(), {"content-type": "application/json"}
+        )
+
+    def _remap(self, flow: http.HTTPFlow, host: str) -> None:
+        target = self.upstream.get(host.lower()) or self.upstream.get("*")
+        if target is not None:
+            flow.request.scheme, flow.request.host, flow.request.port = (
+                target.scheme,
+                target.host,
+                target.port,
+            )
+
+    # -- response ------------------------------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get(META)
+        if not isinstance(call, Call) or flow.response is None:
+            return
+        resp = flow.response
+        if call.degraded_to is not None:
+            resp.headers[DEGRADED_HEADER] = f"max_output_tokens={call.degraded_to}"
+        if is_streamed_response(call.match.family, call.path, resp.headers.get("content-type")):
+            call.tap = StreamTap(call.match.family, resp.headers.get("content-encoding"), call.injected_usage,
+                                 content_type=resp.headers.get("content-type"), model_hint=call.plan.model)  # fmt: skip
+            if call.tap.forwards_decoded:
+                resp.headers.pop("content-encoding", None)
+                resp.headers.pop("content-length", None)
+            resp.stream = call.tap
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get(META)
+        if not isinstance(call, Call) or call.finished or flow.response is None:
+            return
+        resp = flow.response
+        if call.tap is not None:
+            found = call.tap.result().usage
+        else:
+            found = from_body(
+                call.match.family, resp.get_content(strict=False) or b"", resp.headers, call.plan.model
+            )
+        if found is None and resp.status_code >= 400:
+            self._release(call, f"upstream answered {resp.status_code} with no usage")
+            return
+        self._commit(call, found, resp.status_code)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """Upstream failure or client disconnect: commit what was seen, else release."""
+        call = flow.metadata.get(META)
+        if not isinstance(call, Call) or call.finished:
+            return
+        seen = call.tap.result().usage if call.tap is not None else None
+        status = flow.response.status_code if flow.response is not None else None
+        if seen is not None:
+            self._commit(call, seen, status)
+        else:
+            self._release(call, flow.error.msg if flow.error else "flow failed")
+
+    def _commit(self, call: Call, found: Usage | None, status: int | None) -> None:
+        call.finished = True
+        if self.ledger is None or call.reservation is None:
+            return
+        usage = found or estimate.fallback_usage(call.match.family, call.request_body, call.plan.model)
+        record = UsageRecord(
+            bottle=call.bottle, agent=call.agent, provider=call.match.provider, model=usage.model or call.plan.model,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
+            reasoning_tokens=usage.reasoning_tokens, family=call.match.family, host=call.host, path=call.path,
+            estimated=found is None, stream=call.tap is not None, status=status,
+            latency_ms=round((time.monotonic() - call.started) * 1000, 3),
+        )  # fmt: skip
+        try:
+            result = self.ledger.commit(call.key, record)
+        except LedgerError as e:
+            log.error(
+                "commit failed for %s (bottle %s): %s; releasing",
+                call.key,
+                call.bottle,
+                errors.redact(str(e)),
+            )
+            self._release(call, "commit failed")
+            return
+        log.info("commit bottle=%s agent=%s provider=%s model=%s in=%d out=%d estimated=%s exhausted=%s",
+                 call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
+                 record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
+        if self.on_commit is not None:
+            self.on_commit(call.bottle, result)
+
+    def _release(self, call: Call, why: str) -> None:
+        call.finished = True
+        if self.ledger is None or call.reservation is None:
+            return
+        try:
+            self.ledger.release(call.key)
+        except LedgerError as e:
+            log.error(
+                "release failed for %s: %s (the lease expires on its own)", call.key, errors.redact(str(e))
+            )
+            return
+        log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))

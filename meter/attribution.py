@@ -1,0 +1,47 @@
+"""Who is calling: the client's source address → the bottle that owns it.
+
+Unforgeable because netrules drops spoofed sources on each bottle's veth. The address map and
+the bottles' desired states are cached and rebuilt only when another connection has written to
+the ledger (SQLite's ``data_version``), so the hot path costs one cheap PRAGMA.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from bbnet.ledger import Ledger
+from bbnet.model import Bottle
+
+AGENT_HEADER = "x-bbnet-agent"
+
+
+class Directory:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._version: int | None = None
+        self._by_address: dict[str, Bottle] = {}
+        self._states: dict[str, str] = {}
+
+    def _refresh(self) -> None:
+        version = self._ledger.data_version()
+        if version == self._version:
+            return
+        by_address: dict[str, Bottle] = {}
+        for bottle in self._ledger.bottles():
+            for cidr in bottle.addresses:
+                by_address[str(ipaddress.ip_interface(cidr).ip)] = bottle
+        self._by_address = by_address
+        self._states = {s.bottle: s.state for s in self._ledger.desired_states()}
+        self._version = version
+
+    def invalidate(self) -> None:
+        self._version = None
+
+    def bottle_for(self, address: str) -> Bottle | None:
+        self._refresh()
+        ip = address.removeprefix("::ffff:")  # IPv4-mapped, as dual-stack sockets report it
+        return self._by_address.get(ip)
+
+    def state_of(self, bottle: str) -> str:
+        self._refresh()
+        return self._states.get(bottle, "open")

@@ -1,0 +1,132 @@
+"""Pure: the gate's own answers in each provider's error shape, and credential redaction.
+
+A DENY (429) or a fail-closed ledger error (503) is answered by the proxy itself, in the shape the
+client's SDK already parses, so the agent sees an ordinary rate-limit or server error with a
+readable message. Every body also carries ``bbnet_code`` and, for DENY, the governing pool.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from bbnet import providers
+from bbnet.model import PoolView
+
+BUDGET_DENIED = "BUDGET_DENIED"
+BUDGET_CONFIG = "BUDGET_CONFIG"
+REDACTED = "[REDACTED]"
+
+
+@dataclass(frozen=True)
+class GateError:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _message(code: str, governing: PoolView | None, detail: str) -> str:
+    if code == BUDGET_DENIED and governing is not None:
+        return (
+            f"bbnet: budget exhausted for {governing.scope} ({governing.provider}, {governing.unit}): "
+            f"used {governing.used} + reserved {governing.reserved} of limit {governing.limit}"
+            + (f"; {detail}" if detail else "")
+        )
+    return f"bbnet: {detail}" if detail else f"bbnet: {code}"
+
+
+def _bbnet_fields(code: str, governing: PoolView | None) -> dict[str, object]:
+    fields: dict[str, object] = {"bbnet_code": code}
+    if governing is not None:
+        fields.update(
+            scope=governing.scope,
+            provider=governing.provider,
+            unit=governing.unit,
+            limit=governing.limit,
+            used=governing.used,
+            reserved=governing.reserved,
+        )
+    return fields
+
+
+def gate_error(family: str, code: str, governing: PoolView | None = None, detail: str = "") -> GateError:
+    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``."""
+    if code not in (BUDGET_DENIED, BUDGET_CONFIG):
+        raise ValueError(f"unknown bbnet error code {code!r}")
+    status = 429 if code == BUDGET_DENIED else 503
+    message = redact(_message(code, governing, detail))
+    extra = _bbnet_fields(code, governing)
+    headers = {"content-type": "application/json", "x-bbnet-code": code}
+    body: dict[str, object]
+    if family == providers.ANTHROPIC_MESSAGES:
+        kind = "rate_limit_error" if status == 429 else "api_error"
+        body = {"type": "error", "error": {"type": kind, "message": message}, **extra}
+    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES):
+        kind = "rate_limit_exceeded" if status == 429 else "server_error"
+        body = {"error": {"message": message, "type": kind, "code": code.lower()}, **extra}
+    elif family == providers.GEMINI:
+        state = "RESOURCE_EXHAUSTED" if status == 429 else "UNAVAILABLE"
+        body = {"error": {"code": status, "message": message, "status": state}, **extra}
+    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE):
+        headers["x-amzn-ErrorType"] = (
+            "ThrottlingException" if status == 429 else "ServiceUnavailableException"
+        )
+        body = {"message": message, **extra}
+    else:
+        raise ValueError(f"unknown API family {family!r}")
+    return GateError(status, headers, json.dumps(body).encode())
+
+
+# --- redaction --------------------------------------------------------------------------------
+
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "api-key",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-amz-credential",
+        "cookie",
+        "set-cookie",
+    }
+)
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # header lines in free text: "authorization: Bearer sk-..." / "x-api-key=..."
+    (
+        re.compile(
+            r"(?i)\b((?:proxy-)?authorization|x-api-key|x-goog-api-key|api-key|x-amz-security-token)"
+            r"(\"?\s*[:=]\s*\"?)([^\"\r\n,}]+)"
+        ),
+        rf"\1\2{REDACTED}",
+    ),
+    # AWS SigV4 query parameters (presigned URLs)
+    (re.compile(r"(?i)\b(X-Amz-(?:Signature|Credential|Security-Token))=([^&\s\"']+)"), rf"\1={REDACTED}"),
+    # SigV4 Authorization header parts, wherever they appear
+    (re.compile(r"(?i)\b(Signature|Credential)=([0-9A-Za-z/+=_.-]+)"), rf"\1={REDACTED}"),
+    # URL userinfo: scheme://user:pass@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"']+@"), rf"\1{REDACTED}@"),
+    # API key query parameters (Gemini's ?key=...)
+    (re.compile(r"(?i)([?&](?:key|api_key|apikey|access_token)=)([^&\s\"']+)"), rf"\1{REDACTED}"),
+    # bare bearer tokens and well-known key shapes
+    (re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]+"), f"Bearer {REDACTED}"),
+    (re.compile(r"\b(?:sk-(?:ant-)?[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,})"), REDACTED),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials removed: auth headers, API keys, SigV4 signatures, URL userinfo."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Header pairs fit for a log: secret headers' values replaced, the rest redacted as text."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(name, REDACTED if name.lower() in SECRET_HEADERS else redact(value)) for name, value in pairs]

@@ -1,0 +1,81 @@
+"""Pure: what the gate does with one LLM request, before and after the ledger speaks.
+
+:func:`plan` reads the request (model, input estimate, output asked for, stream or not);
+:func:`reserve_request` turns the plan into the ledger's :class:`ReserveRequest`;
+:func:`rewrite` applies the ledger's answer to the body that is forwarded (DEGRADE lowers the
+output cap; an OpenAI chat stream gets ``include_usage`` so it can be metered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bbnet import providers
+from bbnet.model import Outcome, Rates, ReserveRequest, ReserveResult
+from bbnet.providers import Match
+from meter import estimate, request
+
+
+@dataclass(frozen=True)
+class Plan:
+    provider: str
+    family: str
+    model: str | None
+    input_tokens: int  # estimate
+    max_output_tokens: int  # the request's cap, else the model's
+    stream: bool
+    readable: bool  # the body is a JSON object we can edit
+
+
+def plan(match: Match, path: str, body: bytes) -> Plan:
+    """Everything the gate needs to know about a request, from its original path and body."""
+    try:
+        doc = request.parse_body(body)
+    except request.RequestError:
+        model = request.model_of(match.family, {}, match.model_from_path)
+        return Plan(match.provider, match.family, model, estimate.input_tokens_from_bytes(match.family, body),
+                    request.output_cap(model), request.is_stream(match.family, path, {}), False)  # fmt: skip
+    model = request.model_of(match.family, doc, match.model_from_path)
+    return Plan(
+        provider=match.provider,
+        family=match.family,
+        model=model,
+        input_tokens=estimate.input_tokens(match.family, doc),
+        max_output_tokens=request.requested_output(match.family, doc, model, match.provider),
+        stream=request.is_stream(match.family, path, doc),
+        readable=True,
+    )
+
+
+def reserve_request(p: Plan, key: str, bottle: str, agent: str, rates: Rates | None,
+                    lease_seconds: float) -> ReserveRequest:  # fmt: skip
+    return ReserveRequest(
+        key=key,
+        bottle=bottle,
+        agent=agent,
+        provider=p.provider,
+        model=p.model,
+        input_tokens=p.input_tokens,
+        max_output_tokens=p.max_output_tokens,
+        rates=rates,
+        lease_seconds=lease_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    body: bytes
+    degraded_to: int | None  # the output cap DEGRADE set, if any
+    injected_usage: bool  # include_usage was added: the tap strips the extra chunk
+
+
+def rewrite(p: Plan, body: bytes, result: ReserveResult) -> Rewrite:
+    """The body to forward after an ALLOW or DEGRADE."""
+    degraded_to = None
+    if result.outcome is Outcome.DEGRADE and p.readable:
+        body = request.apply_cap(p.family, body, result.allowed_output_tokens, p.provider)
+        degraded_to = result.allowed_output_tokens
+    injected = False
+    if p.family == providers.OPENAI_CHAT and p.stream and p.readable:
+        body, injected = request.ensure_stream_usage(body)
+    return Rewrite(body, degraded_to, injected)

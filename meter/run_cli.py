@@ -1,0 +1,85 @@
+"""`bbnet meter run` and `bbnet meter ca`: the meter as a standalone proxy, and its CA."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from bbnet.clikit import CliError, DbOpt, SettingsOpt, console, err_console
+from bbnet.ledger import Ledger, LedgerError, default_path
+from bbnet.providers import with_extra
+from bbnet.settings import load as load_settings
+
+ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT the proxy listens on")]
+UpstreamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--upstream-map", help="HOST=URL: send HOST's traffic to URL instead (tests, demo); '*' = any"
+    ),
+]
+ConfdirOpt = Annotated[
+    str | None, typer.Option("--confdir", envvar="BBNET_CONFDIR", help="mitmproxy confdir holding the CA",
+                             show_default=False),
+]  # fmt: skip
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"invalid --listen {listen!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def fail_open_from_env() -> bool:
+    return os.environ.get("BBNET_FAIL_OPEN") == "1"
+
+
+def run(
+    listen: ListenOpt = "0.0.0.0:8080",
+    upstream_map: UpstreamOpt = None,
+    db: DbOpt = None,
+    settings: SettingsOpt = None,
+    confdir: ConfdirOpt = None,
+) -> None:
+    """Run the meter proxy (mitmproxy + the bbnet addon) in the foreground."""
+    from meter.addon import Meter, parse_upstream_map
+    from meter.proxy import default_confdir, serve_forever, setup_logging
+
+    host, port = parse_listen(listen)
+    s = load_settings(settings)
+    upstream = parse_upstream_map(upstream_map or [])
+    setup_logging()
+    ledger: Ledger | None = None
+    problem = ""
+    try:
+        ledger = Ledger.open(db or default_path())
+    except LedgerError as e:
+        problem = str(e)
+    meter = Meter(ledger, ledger_problem=problem, fail_open=s.fail_open or fail_open_from_env(),
+                  lease_seconds=s.lease_seconds, upstream=upstream, catalogue=with_extra(s.extra_providers()))  # fmt: skip
+    try:
+        serve_forever([meter], host, port, confdir or default_confdir())
+    except OSError as e:
+        raise CliError(f"meter: cannot listen on {listen}: {e}") from None
+    except KeyboardInterrupt:
+        err_console.print("meter: stopped")
+
+
+def ca(
+    confdir: ConfdirOpt = None, pem: Annotated[bool, typer.Option("--pem", help="Print the PEM")] = False
+) -> None:
+    """Print the path of the CA certificate bottles must trust (created if missing)."""
+    from meter.proxy import default_confdir, ensure_ca
+
+    path = ensure_ca(confdir or default_confdir())
+    if pem:
+        console.print(path.read_text(), end="", markup=False, highlight=False)
+    else:
+        console.print(str(path), markup=False, highlight=False)
+
+
+def mount(meter_app: typer.Typer) -> None:
+    meter_app.command("run")(run)
+    meter_app.command("ca")(ca)

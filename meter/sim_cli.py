@@ -1,0 +1,64 @@
+"""``bbnet sim``: run the provider simulator in the foreground."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meter.sim import serve_sim
+from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
+from meter.sim_replay import ReplayError
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) → (host, port); a clear error otherwise."""
+    host, sep, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise typer.BadParameter(f"--listen must be HOST:PORT with a port 0-65535, got {listen!r}")
+    return host, int(port_text)
+
+
+def sim(
+    listen: Annotated[str, typer.Option(help="Address to serve on, HOST:PORT.")] = "127.0.0.1:8900",
+    replay: Annotated[
+        Path | None, typer.Option(help="Answer with this HAR file's recorded responses.", dir_okay=False)
+    ] = None,
+    latency: Annotated[
+        int, typer.Option(help="Milliseconds before the first byte of every answer.", min=0)
+    ] = 0,
+    chunk_delay: Annotated[int, typer.Option(help="Milliseconds between two events of a stream.", min=0)] = 0,
+    output_tokens: Annotated[
+        int, typer.Option(help="Output tokens per answer when the request's max-tokens allows more.", min=0)
+    ] = DEFAULT_OUTPUT_TOKENS,
+) -> None:
+    """Serve simulated LLM provider APIs (Anthropic, OpenAI, Gemini, Bedrock) for tests and demos."""
+    host, port = parse_listen(listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        typer.echo(
+            f"bbnet sim: serving on {host}:{port}" + (f", replaying {replay}" if replay else ""), err=True
+        )
+        serve_sim(
+            host,
+            port,
+            replay=replay,
+            latency_ms=latency,
+            chunk_delay_ms=chunk_delay,
+            output_tokens=output_tokens,
+        )
+    except ReplayError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--replay") from None
+    except OSError as exc:
+        typer.echo(f"bbnet sim: cannot listen on {listen}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("bbnet sim: stopped", err=True)
+
+
+def mount(root: typer.Typer) -> None:
+    """Add the ``sim`` command to the root ``bbnet`` app."""
+    root.command("sim")(sim)

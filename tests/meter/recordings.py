@@ -1,0 +1,28 @@
+"""Locating the shared recordings (``shared/`` beside the repo, or ``$BBNET_SHARED``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(os.environ.get("BBNET_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+RECORDINGS = SHARED / "fixtures" / "recordings"
+HAR = RECORDINGS / "recordings.har"
+TRUTH = RECORDINGS / "truth.jsonl"
+TOKEN_FIELDS = (
+    "input_tokens",
+    "cache_write_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def truth() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in TRUTH.read_text().splitlines() if line.strip()]
+
+
+def entries() -> list[dict[str, Any]]:
+    return list(json.loads(HAR.read_text())["log"]["entries"])
