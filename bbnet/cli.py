@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bbnet import settings as settings_mod
 from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, err_console, open_ledger, print_json
 from bbnet.ledger import LedgerError
+from bbnet.limits import SettingsError, parse_limit
 from bbnet.model import MICROS_PER_USD, PERIODS, Budget, PoolView
 from bbnet.names import NameError_, Scope
-from bbnet.settings import SettingsError, parse_limit
 
 app = typer.Typer(
     name="bbnet",
@@ -30,7 +29,9 @@ app.add_typer(budget_app, name="budget")
 app.add_typer(bottle_app, name="bottle")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(settings_app, name="settings")
-meter_app = typer.Typer(help="The meter: the mitmproxy addon at the bottles' only way out.", no_args_is_help=True)
+meter_app = typer.Typer(
+    help="The meter: the mitmproxy addon at the bottles' only way out.", no_args_is_help=True
+)
 app.add_typer(meter_app, name="meter")
 
 USER_ERRORS = (CliError, LedgerError, NameError_, SettingsError, ValueError)
@@ -60,6 +61,8 @@ def budget_set(
     settings: SettingsOpt = None,
 ) -> None:
     """Create or change a budget. A call is admitted only if every pool on its path has room."""
+    from bbnet import settings as settings_mod  # pydantic: only for commands that read settings
+
     if unit not in ("tokens", "usd"):
         raise CliError(f"invalid unit {unit!r}: expected tokens or usd")
     if period not in PERIODS:
@@ -138,6 +141,8 @@ def ledger_info(db: DbOpt = None, json_: JsonOpt = False) -> None:
 @settings_app.command("check")
 def settings_check(settings: SettingsOpt = None, json_: JsonOpt = False) -> None:
     """Validate the settings file and show the budgets it defines."""
+    from bbnet import settings as settings_mod  # pydantic: only for commands that read settings
+
     s = settings_mod.load(settings, required=True)
     if json_:
         print_json(s.model_dump(by_alias=True, mode="json"))
@@ -150,6 +155,8 @@ def settings_check(settings: SettingsOpt = None, json_: JsonOpt = False) -> None
 @settings_app.command("apply")
 def settings_apply(settings: SettingsOpt = None, db: DbOpt = None) -> None:
     """Write the settings file's global budgets into the ledger (CLI-set budgets win)."""
+    from bbnet import settings as settings_mod  # pydantic: only for commands that read settings
+
     s = settings_mod.load(settings, required=True)
     with open_ledger(db) as ledger:
         result = ledger.sync_budgets(s.global_budgets())

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, Budget
 from bbnet.names import Scope
 from bbnet.providers import PROVIDER_KEYS, Provider, openai_compatible
@@ -23,10 +23,6 @@ from bbnet.providers import PROVIDER_KEYS, Provider, openai_compatible
 DEFAULT_SETTINGS = "/etc/bbnet/settings.yml"
 Period = Literal["total", "day", "week", "month"]
 Policy = Literal["cutoff", "freeze", "kill"]
-
-
-class SettingsError(Exception):
-    """The settings file cannot be used; the message names the file and the key."""
 
 
 def default_path() -> str:
@@ -168,27 +164,4 @@ def load(path: str | Path | None = None, *, required: bool = False) -> Settings:
     return parse(text, str(p))
 
 
-_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_limit(text: str, unit: str) -> int:
-    """A limit as the CLI takes it: tokens (``500000``, ``500k``, ``5M``) or USD (``20``, ``$12.50``).
-
-    Returns tokens, or micro-USD for ``usd``.
-    """
-    raw = text.strip()
-    if unit == "usd":
-        try:
-            value = Decimal(raw.removeprefix("$"))
-        except InvalidOperation:
-            raise ValueError(f"invalid USD limit {text!r}: expected a number such as 20 or 12.50") from None
-        if not value.is_finite() or value < 0:
-            raise ValueError(f"invalid USD limit {text!r}: must be a number >= 0")
-        return int(value * MICROS_PER_USD)
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", raw.replace("_", ""))
-    if not m:
-        raise ValueError(f"invalid token limit {text!r}: expected a whole number >= 0, e.g. 500000 or 500k")
-    value = Decimal(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    if value != value.to_integral_value():
-        raise ValueError(f"invalid token limit {text!r}: must be a whole number of tokens")
-    return int(value)
+__all__ = ["Settings", "SettingsError", "default_path", "load", "parse"]

@@ -12,10 +12,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from bbnet.ledger import Ledger
+from bbnet.limits import parse_limit
 from bbnet.model import POLICIES, Bottle, Budget
 from bbnet.names import Scope, bottle_name
 from bbnet.providers import PROVIDER_KEYS
-from bbnet.settings import parse_limit
 from enforcer import cgroups, links
 from enforcer.errors import EnforcerError
 from enforcer.kernel import apply_all, teardown

@@ -14,9 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from mitmproxy import exceptions, http
-from mitmproxy.io import FlowReader
+from typing import TYPE_CHECKING
 
 from bbnet import providers
 from bbnet.ledger import Ledger
@@ -24,6 +22,9 @@ from bbnet.model import UsageRecord
 from meter import estimate, request
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
+
+if TYPE_CHECKING:  # mitmproxy is imported when a file is read: the CLI starts faster without it
+    from mitmproxy import http
 
 DEFAULT_CHUNK_SIZE = 1024
 ROW_FIELDS = (
@@ -128,6 +129,9 @@ def meter_flow(index: int, flow: http.HTTPFlow, chunk_size: int = DEFAULT_CHUNK_
 
 def read_flows(path: Path) -> Iterator[http.HTTPFlow | None]:
     """Every flow of a HAR file or mitmproxy dump, in order (None for non-HTTP flows)."""
+    from mitmproxy import exceptions, http
+    from mitmproxy.io import FlowReader
+
     try:
         with path.open("rb") as fo:
             for flow in FlowReader(fo).stream():

@@ -10,7 +10,6 @@ import typer
 from bbnet.clikit import CliError, DbOpt, SettingsOpt, console, err_console
 from bbnet.ledger import Ledger, LedgerError, default_path
 from bbnet.providers import with_extra
-from bbnet.settings import load as load_settings
 
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT the proxy listens on")]
 UpstreamOpt = Annotated[
@@ -44,6 +43,7 @@ def run(
     confdir: ConfdirOpt = None,
 ) -> None:
     """Run the meter proxy (mitmproxy + the bbnet addon) in the foreground."""
+    from bbnet.settings import load as load_settings
     from meter.addon import Meter, parse_upstream_map
     from meter.proxy import default_confdir, serve_forever, setup_logging
 

@@ -134,19 +134,24 @@ class SimHandler(BaseHTTPRequestHandler):
         self._handle()
 
     def _read_body(self) -> bytes | None:
+        """The request body; None when it is over the limit. Raises ValueError on bad framing."""
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             parts: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-                if sum(map(len, parts)) > MAX_REQUEST_BODY:
+            total = 0
+            while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                if size < 0:
+                    raise ValueError(f"negative chunk size {size}")
+                total += size
+                if total > MAX_REQUEST_BODY:
                     return None
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after the chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
         length = int(self.headers.get("content-length") or 0)
+        if length < 0:
+            raise ValueError(f"negative content-length {length}")
         return None if length > MAX_REQUEST_BODY else self.rfile.read(length)
 
     def _handle(self) -> None:

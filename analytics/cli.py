@@ -1,0 +1,204 @@
+"""``bbnet report usage|cost|budgets|actions``: offline DuckDB reports over the ledger.
+
+Mount with :func:`mount`. User errors (bad ``--since``, ``--by``, a missing ledger) are one line on
+stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from analytics import reports
+from analytics.duck import open_ledger
+from analytics.errors import ReportError
+from analytics.queries import BY_KEYS, Filters, parse_by
+from analytics.render import FORMATS, chart, print_tables, to_csv, to_json, write_parquet
+from analytics.table import Report
+from analytics.when import window
+from bbnet.names import NameError_, bottle_name
+from bbnet.store import default_path
+
+app = typer.Typer(
+    help="Reports over the ledger (DuckDB, offline): usage, cost, budgets, enforcement actions.",
+    no_args_is_help=True,
+)
+
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="From WHEN: ISO date/time (UTC) or an age: 30m, 1h, 7d")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Up to WHEN (exclusive), same forms as --since")
+]
+ByOpt = Annotated[str, typer.Option("--by", help=f"Group by a comma list of: {', '.join(BY_KEYS)}")]
+BottleOpt = Annotated[str | None, typer.Option("--bottle", help="Only this bottle")]
+TopOpt = Annotated[int | None, typer.Option("--top", help="Only the N largest groups (or N latest actions)")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help=f"One of {', '.join(FORMATS)} (parquet needs --output)")
+]
+OutputOpt = Annotated[Path | None, typer.Option("--output", help="Write to FILE instead of stdout")]
+ChartOpt = Annotated[bool, typer.Option("--chart", help="Also draw the report over time in the terminal")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar="BBNET_DB", help="Ledger file [default: /var/lib/bbnet/ledger.db]", show_default=False
+    ),
+]
+
+
+_WIDE = 220  # columns for tables that do not go to a terminal (a file, a pipe)
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=_WIDE)
+
+
+def _check_output(fmt: str, output: Path | None) -> None:
+    if fmt not in FORMATS:
+        raise ReportError(f"invalid --format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and output is None:
+        raise ReportError("--format parquet writes a file: add --output FILE")
+
+
+def _filters(since: str | None, until: str | None, bottle: str | None, now: float) -> Filters:
+    start, end = window(since, until, now)
+    try:
+        name = bottle_name(bottle) if bottle is not None else None
+    except NameError_ as e:
+        raise ReportError(f"invalid --bottle: {e}") from None
+    return Filters(start, end, name)
+
+
+def _check_top(top: int | None) -> None:
+    if top is not None and top < 1:
+        raise ReportError(f"invalid --top {top}: must be 1 or more")
+
+
+def _emit(report: Report, fmt: str, output: Path | None) -> None:
+    """Write ``report`` as ``fmt``; the chart goes to the terminal, or stderr when data is on stdout."""
+    if fmt == "parquet":
+        assert output is not None
+        write_parquet(report.main, output)
+    elif fmt == "table":
+        if output is None:
+            print_tables(report, _console())
+        else:
+            with output.open("w") as file:
+                print_tables(report, Console(file=file, width=_WIDE))
+    else:
+        text = to_json(report) if fmt == "json" else to_csv(report.main)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            try:
+                output.write_text(text)
+            except OSError as e:
+                raise ReportError(f"cannot write {output}: {e.strerror or e}") from None
+    if fmt == "csv" and report.extra and any(t.rows for t in report.extra):
+        names = ", ".join(f"{r[0]}/{r[1]}" for t in report.extra for r in t.rows)
+        print(f"unpriced models (not counted in cost_usd): {names}", file=sys.stderr)
+    if report.series is not None:
+        text = chart(report.series) + "\n"
+        (sys.stderr if output is None and fmt != "table" else sys.stdout).write(text)
+
+
+def _run(
+    kind: str,
+    db: str | None,
+    fmt: str,
+    output: Path | None,
+    since: str | None = None,
+    until: str | None = None,
+    bottle: str | None = None,
+    by: str | None = None,
+    top: int | None = None,
+    draw: bool = False,
+) -> None:
+    """Validate every option, then open the ledger, build the report and write it."""
+    try:
+        now = time.time()
+        _check_output(fmt, output)
+        _check_top(top)
+        filters = _filters(since, until, bottle, now)
+        keys = parse_by(by) if by is not None else ()
+        with open_ledger(db or default_path()) as con:
+            if kind == "usage":
+                report = reports.usage(con, keys, filters, top, draw)
+            elif kind == "cost":
+                report = reports.cost(con, keys, filters, top, draw)
+            elif kind == "actions":
+                report = reports.actions(con, filters, top)
+            else:
+                report = reports.budgets(con, now, filters.bottle)
+        _emit(report, fmt, output)
+    except ReportError as e:
+        typer.echo(f"bbnet: error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("usage")
+def usage(
+    by: ByOpt = "bottle",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    bottle: BottleOpt = None,
+    top: TopOpt = None,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+    draw: ChartOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Calls and tokens (input, cache writes/reads, output, reasoning) per group."""
+    _run("usage", db, fmt, output, since, until, bottle, by, top, draw)
+
+
+@app.command("cost")
+def cost(
+    by: ByOpt = "bottle",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    bottle: BottleOpt = None,
+    top: TopOpt = None,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+    draw: ChartOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """USD per group (genai-prices, per call as recorded); unpriced models listed, never counted as $0."""
+    _run("cost", db, fmt, output, since, until, bottle, by, top, draw)
+
+
+@app.command("budgets")
+def budgets(
+    bottle: Annotated[str | None, typer.Option("--bottle", help="Only pools that limit this bottle")] = None,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Each pool now: limit, used, reserved, remaining, burn per hour (last 1 h, 24 h), projected exhaustion."""
+    _run("budgets", db, fmt, output, bottle=bottle)
+
+
+@app.command("actions")
+def actions(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    bottle: BottleOpt = None,
+    top: TopOpt = None,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """The enforcement timeline: cutoffs, freezes, kills, restores, with who asked and why."""
+    _run("actions", db, fmt, output, since, until, bottle, top=top)
+
+
+def mount(root: typer.Typer) -> None:
+    """Add the ``report`` command group to the root ``bbnet`` app."""
+    root.add_typer(app, name="report")

@@ -1,0 +1,186 @@
+"""Report SQL, built as text from validated parameters only; every user value travels as a parameter.
+
+``--by`` keys come from a fixed list and map to fixed expressions, so nothing a user types is ever
+spliced into a query. Times are epoch seconds (UTC); hour and day buckets are the bucket's start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from analytics.duck import LEDGER
+from analytics.errors import ReportError
+
+BY_KEYS = ("bottle", "agent", "provider", "model", "hour", "day")
+BUCKET_SECONDS = {"hour": 3600, "day": 86400}
+
+TOKENS = "input_tokens + output_tokens"  # input includes cache reads/writes, output reasoning
+USAGE_MEASURES: tuple[tuple[str, str], ...] = (
+    ("calls", "count(*)"),
+    ("input_tokens", "sum(input_tokens)"),
+    ("cache_write_tokens", "sum(cache_write_tokens)"),
+    ("cache_read_tokens", "sum(cache_read_tokens)"),
+    ("output_tokens", "sum(output_tokens)"),
+    ("reasoning_tokens", "sum(reasoning_tokens)"),
+    ("tokens", f"sum({TOKENS})"),
+    ("estimated_calls", "count(*) FILTER (WHERE estimated <> 0)"),
+)
+# sum() skips NULL: unpriced calls add nothing to cost_usd (NULL when a group has no priced call)
+# and are counted apart, so they are never passed off as $0.
+COST_MEASURES: tuple[tuple[str, str], ...] = (
+    ("calls", "count(*)"),
+    ("tokens", f"sum({TOKENS})"),
+    ("cost_usd", "sum(cost_usd)"),
+    ("unpriced_calls", "count(*) FILTER (WHERE cost_usd IS NULL)"),
+)
+
+
+@dataclass(frozen=True)
+class Query:
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: float | None = None  # inclusive, epoch seconds
+    until: float | None = None  # exclusive
+    bottle: str | None = None  # a validated bottle name
+
+
+def parse_by(text: str) -> tuple[str, ...]:
+    """``bottle,model,day`` → ("bottle", "model", "day"), each checked against :data:`BY_KEYS`."""
+    keys = tuple(part.strip() for part in text.split(","))
+    for key in keys:
+        if key not in BY_KEYS:
+            raise ReportError(f"invalid --by {text!r}: {key!r} is not one of {', '.join(BY_KEYS)}")
+    if len(set(keys)) != len(keys):
+        raise ReportError(f"invalid --by {text!r}: a key is repeated")
+    if "hour" in keys and "day" in keys:
+        raise ReportError(f"invalid --by {text!r}: use hour or day, not both")
+    return keys
+
+
+def key_expr(key: str) -> str:
+    seconds = BUCKET_SECONDS.get(key)
+    if seconds is not None:
+        return f"CAST(floor(ts / {seconds}) AS BIGINT) * {seconds}"
+    if key not in BY_KEYS:
+        raise ReportError(f"unknown grouping key {key!r}")
+    return key
+
+
+def where(filters: Filters, *extra: str) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = list(extra)
+    params: list[Any] = []
+    if filters.since is not None:
+        clauses.append("ts >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        clauses.append("ts < ?")
+        params.append(filters.until)
+    if filters.bottle is not None:
+        clauses.append("bottle = ?")
+        params.append(filters.bottle)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+CALLS = "calls"  # the temp table a usage or cost report snapshots its rows into
+# the columns each report copies: the fewer, the faster the SQLite scan
+_KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens"
+USAGE_COLUMNS = f"{_KEY_COLUMNS}, cache_write_tokens, cache_read_tokens, reasoning_tokens, estimated"
+COST_COLUMNS = f"{_KEY_COLUMNS}, cost_usd"
+
+
+def snapshot(filters: Filters, columns: str) -> Query:
+    """Copy the calls in the window into DuckDB once.
+
+    Every section of a report (groups, unpriced models, chart) then reads the same rows, even while
+    the meter keeps committing, and the SQLite file is scanned once instead of once per section.
+    """
+    if columns not in (USAGE_COLUMNS, COST_COLUMNS):
+        raise ReportError("snapshot columns must be USAGE_COLUMNS or COST_COLUMNS")
+    clause, params = where(filters)
+    return Query(
+        f"CREATE OR REPLACE TEMP TABLE {CALLS} AS SELECT {columns} FROM {LEDGER}.usage{clause}", params
+    )
+
+
+def aggregate(
+    by: Sequence[str],
+    measures: Sequence[tuple[str, str]],
+    top: int | None = None,
+    rank_by: str = "calls",
+) -> Query:
+    """Snapshotted calls grouped by ``by``; with ``top``, only the ``top`` groups largest in ``rank_by``."""
+    names = [name for name, _ in measures]
+    if rank_by not in names:
+        raise ReportError(f"cannot rank by {rank_by!r}: not one of {', '.join(names)}")
+    keys = [f"{key_expr(key)} AS {key}" for key in by]
+    cols = ", ".join([*keys, *(f"{expr} AS {name}" for name, expr in measures)])
+    params: tuple[Any, ...] = ()
+    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
+    positions = ", ".join(f"{i + 1} NULLS LAST" for i in range(len(by)))
+    if top is not None:
+        order = f" ORDER BY {rank_by} DESC NULLS LAST" + (f", {positions}" if by else "") + " LIMIT ?"
+        params = (*params, top)
+    else:
+        order = f" ORDER BY {positions}" if by else ""
+    return Query(f"SELECT {cols} FROM {CALLS}{group}{order}", params)
+
+
+UNPRICED = Query(
+    f"SELECT provider, model, count(*) AS calls, sum({TOKENS}) AS tokens FROM {CALLS} WHERE cost_usd IS NULL"
+    " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS LAST"
+)
+"""Snapshotted calls no price was found for, by provider and model."""
+
+
+def series(bucket: str, measure: str) -> Query:
+    """One measure of the snapshotted calls per hour or day bucket, oldest first (for charts)."""
+    if bucket not in BUCKET_SECONDS:
+        raise ReportError(f"charts bucket by hour or day, not {bucket!r}")
+    return Query(
+        f"SELECT {key_expr(bucket)} AS bucket, {measure} AS value FROM {CALLS} GROUP BY 1 ORDER BY 1"
+    )
+
+
+def actions(filters: Filters, top: int | None = None) -> Query:
+    """The enforcement timeline; with ``top``, the ``top`` most recent actions (newest first)."""
+    clause, params = where(filters)
+    cols = "id, ts, bottle, action, actor, reason, result, duration_ms, detail"
+    if top is None:
+        return Query(f"SELECT {cols} FROM {LEDGER}.actions{clause} ORDER BY ts, id", params)
+    return Query(
+        f"SELECT {cols} FROM {LEDGER}.actions{clause} ORDER BY ts DESC, id DESC LIMIT ?", (*params, top)
+    )
+
+
+BUDGETS = Query(f"SELECT scope, provider, unit, period, limit_amount FROM {LEDGER}.budgets ORDER BY 1, 2, 3")
+BOTTLE_PARENTS = Query(f"SELECT name, parent FROM {LEDGER}.bottles")
+
+
+def pools(period_starts: dict[str, float]) -> Query:
+    """Pool counters of the current period of each period kind."""
+    periods = sorted(period_starts)
+    clause = " OR ".join("(period = ? AND period_start = ?)" for _ in periods)
+    params = tuple(value for p in periods for value in (p, period_starts[p]))
+    return Query(
+        f"SELECT scope, provider, unit, period, used, reserved FROM {LEDGER}.pools WHERE {clause}", params
+    )
+
+
+def burn(now: float) -> Query:
+    """Tokens and micro-USD per (bottle, agent, provider) over the last hour and the last day."""
+    hour_ago, day_ago = now - 3600, now - 86400
+    return Query(
+        f"SELECT bottle, agent, provider,"
+        f" coalesce(sum({TOKENS}) FILTER (WHERE ts > ?), 0),"
+        f" coalesce(sum({TOKENS}), 0),"
+        f" coalesce(sum(cost_micros) FILTER (WHERE ts > ?), 0),"
+        f" coalesce(sum(cost_micros), 0)"
+        f" FROM {LEDGER}.usage WHERE ts > ? AND ts <= ? GROUP BY 1, 2, 3",
+        (hour_ago, hour_ago, day_ago, now),
+    )

@@ -1,0 +1,155 @@
+"""The four reports: run the report SQL on an attached ledger and shape the rows into tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from analytics import queries
+from analytics.budgets import Burn, concerns_bottle, current_period_starts, pool_burn
+from analytics.queries import BUCKET_SECONDS, COST_MEASURES, USAGE_MEASURES, Filters, Query
+from analytics.table import Column, Report, Series, Table, bucket_label, iso
+
+KINDS = ("usage", "cost", "budgets", "actions")
+_KEY_COLUMNS = {key: Column(key, "str") for key in queries.BY_KEYS}
+_USAGE_COLUMNS = (
+    Column("calls", "int"),
+    *(Column(name, "int", "tokens") for name, _ in USAGE_MEASURES[1:-1]),
+    Column("estimated_calls", "int"),
+)
+_COST_COLUMNS = (
+    Column("calls", "int"),
+    Column("tokens", "int", "tokens"),
+    Column("cost_usd", "float", "usd"),
+    Column("unpriced_calls", "int"),
+)
+_UNPRICED_COLUMNS = (
+    Column("provider", "str"),
+    Column("model", "str"),
+    Column("calls", "int"),
+    Column("tokens", "int", "tokens"),
+)
+_ACTION_COLUMNS = (
+    Column("id", "int"),
+    Column("time", "str"),
+    Column("bottle", "str"),
+    Column("action", "str"),
+    Column("actor", "str"),
+    Column("reason", "str"),
+    Column("result", "str"),
+    Column("duration_ms", "float"),
+    Column("detail", "str"),
+)
+_BUDGET_COLUMNS = (
+    Column("scope", "str"),
+    Column("provider", "str"),
+    Column("unit", "str"),
+    Column("period", "str"),
+    Column("limit", "float"),
+    Column("used", "float"),
+    Column("reserved", "float"),
+    Column("remaining", "float"),
+    Column("burn_per_hour_1h", "float"),
+    Column("burn_per_hour_24h", "float"),
+    Column("exhausts_at", "str"),
+    Column("status", "str"),
+)
+
+
+def _run(con: duckdb.DuckDBPyConnection, query: Query) -> list[tuple[Any, ...]]:
+    return con.execute(query.sql, list(query.params)).fetchall()
+
+
+def _label_keys(by: Sequence[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
+    labels = tuple(
+        bucket_label(key, value) if key in BUCKET_SECONDS and value is not None else value
+        for key, value in zip(by, row, strict=False)
+    )
+    return labels + tuple(row[len(by) :])
+
+
+def _series(con: duckdb.DuckDBPyConnection, by: Sequence[str], measure: str, expr: str) -> Series:
+    bucket = "hour" if "hour" in by else "day"
+    rows = _run(con, queries.series(bucket, expr))
+    return Series(
+        measure, bucket, tuple((bucket_label(bucket, start), float(value or 0)) for start, value in rows)
+    )
+
+
+def usage(
+    con: duckdb.DuckDBPyConnection,
+    by: Sequence[str],
+    filters: Filters,
+    top: int | None = None,
+    chart: bool = False,
+) -> Report:
+    """Calls and tokens (input, cache writes and reads, output, reasoning) per group."""
+    _run(con, queries.snapshot(filters, queries.USAGE_COLUMNS))
+    rows = _run(con, queries.aggregate(by, USAGE_MEASURES, top, rank_by="tokens"))
+    columns = (*(_KEY_COLUMNS[key] for key in by), *_USAGE_COLUMNS)
+    table = Table("usage", columns, tuple(_label_keys(by, row) for row in rows))
+    series = _series(con, by, "tokens", f"sum({queries.TOKENS})") if chart else None
+    return Report(table, series=series)
+
+
+def cost(
+    con: duckdb.DuckDBPyConnection,
+    by: Sequence[str],
+    filters: Filters,
+    top: int | None = None,
+    chart: bool = False,
+) -> Report:
+    """USD per group, as recorded per call from genai-prices; unpriced calls counted and listed apart."""
+    _run(con, queries.snapshot(filters, queries.COST_COLUMNS))
+    rows = _run(con, queries.aggregate(by, COST_MEASURES, top, rank_by="cost_usd"))
+    columns = (*(_KEY_COLUMNS[key] for key in by), *_COST_COLUMNS)
+    table = Table("cost", columns, tuple(_label_keys(by, row) for row in rows))
+    unpriced = Table("unpriced_models", _UNPRICED_COLUMNS, tuple(_run(con, queries.UNPRICED)))
+    series = _series(con, by, "cost_usd", "sum(cost_usd)") if chart else None
+    return Report(table, (unpriced,), series)
+
+
+def actions(con: duckdb.DuckDBPyConnection, filters: Filters, top: int | None = None) -> Report:
+    """The enforcement timeline, oldest first, with who asked and why."""
+    rows = _run(con, queries.actions(filters, top))
+    if top is not None:
+        rows.reverse()
+    shaped = tuple((row[0], iso(row[1]), *row[2:]) for row in rows)
+    return Report(Table("actions", _ACTION_COLUMNS, shaped))
+
+
+def budgets(con: duckdb.DuckDBPyConnection, now: float, bottle: str | None = None) -> Report:
+    """Every budget's pool in its current period: counters, burn rates, projected exhaustion."""
+    parents: dict[str, str | None] = dict(_run(con, queries.BOTTLE_PARENTS))
+    counters = {
+        (scope, provider, unit, period): (used, reserved)
+        for scope, provider, unit, period, used, reserved in _run(
+            con, queries.pools(current_period_starts(now))
+        )
+    }
+    burns = [Burn(*row) for row in _run(con, queries.burn(now))]
+    rows = []
+    for scope, provider, unit, period, limit in _run(con, queries.BUDGETS):
+        if bottle is not None and not concerns_bottle(scope, bottle, parents):
+            continue
+        used, reserved = counters.get((scope, provider, unit, period), (0, 0))
+        pool = pool_burn(scope, provider, unit, period, limit, used, reserved, burns, parents, now)
+        rows.append(
+            (
+                pool.scope,
+                pool.provider,
+                pool.unit,
+                pool.period,
+                pool.limit,
+                pool.used,
+                pool.reserved,
+                pool.remaining,
+                pool.burn_1h,
+                pool.burn_24h,
+                iso(pool.exhausts_at) if pool.exhausts_at is not None else None,
+                pool.status,
+            )
+        )
+    return Report(Table("budgets", _BUDGET_COLUMNS, tuple(rows)))
