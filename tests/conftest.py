@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BBNET_SHARED") or REPO.parent / "shared")
+# The recorded API exchanges: ``$BBNET_SHARED``, else ``shared/`` beside the repo (the team's copy),
+# else the copy kept in tests/fixtures so a lone clone still tests.
+_SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("BBNET_SHARED"),) if p] + [
+    REPO.parent / "shared",
+    REPO / "tests",
+]
+SHARED = next(p for p in _SHARED_CANDIDATES if (p / "fixtures" / "recordings" / "recordings.har").exists())
+RECORDINGS_HAR = SHARED / "fixtures" / "recordings" / "recordings.har"
 BBNET = str(Path(sys.executable).parent / "bbnet")
 
 

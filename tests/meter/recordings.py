@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-SHARED = Path(os.environ.get("BBNET_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+from tests.conftest import SHARED
+
 RECORDINGS = SHARED / "fixtures" / "recordings"
 HAR = RECORDINGS / "recordings.har"
 TRUTH = RECORDINGS / "truth.jsonl"

@@ -228,6 +228,44 @@ def test_bad_request_is_400_naming_the_problem(client: Client) -> None:
     assert "not valid JSON" in json.loads(response.read())["error"]["message"]
 
 
+def raw_exchange(handle: SimHandle, request: bytes) -> bytes:
+    host, port = handle.server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=5) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    return received
+
+
+def test_chunked_request_body_is_read(sim: SimHandle) -> None:
+    body = json.dumps(
+        {"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": PROMPT}]}
+    ).encode()
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])) + b"0\r\n\r\n"
+    head = (
+        b"POST /v1/messages HTTP/1.1\r\nhost: sim\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    answer = raw_exchange(sim, head + framed)
+    assert answer.startswith(b"HTTP/1.1 200")
+    usage = json.loads(answer.split(b"\r\n\r\n", 1)[1])["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (EXPECTED_INPUT, 2)
+
+
+@pytest.mark.parametrize(
+    ("framing", "status"),
+    [
+        (b"content-length: -4\r\n", b"400"),
+        (b"transfer-encoding: chunked\r\n\r\nzz\r\n", b"400"),
+        (b"content-length: %d\r\n" % (64 * 1024 * 1024), b"413"),
+    ],
+)
+def test_bad_body_framing_is_refused(sim: SimHandle, framing: bytes, status: bytes) -> None:
+    answer = raw_exchange(sim, b"POST /v1/messages HTTP/1.1\r\nhost: sim\r\n" + framing + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 " + status)
+
+
 def test_stats_count_and_reset(client: Client) -> None:
     assert json.loads(client.post("/_sim/reset", b"").read()) == {"reset": True}
     client.post(

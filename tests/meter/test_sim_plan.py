@@ -18,7 +18,7 @@ from bbnet.providers import (
 from meter.eventstream import EventStreamDecoder, encode_event
 from meter.sim_plan import INPUT_OVERHEAD_TOKENS, SimRequestError, input_tokens, parse_body, plan_request
 from meter.sim_replay import ReplayBook, ReplayError, recordings, split_frames, split_sse
-from meter.sim_route import route
+from meter.sim_route import SimConfig, route
 
 
 def rule(*texts: str) -> int:
@@ -195,3 +195,12 @@ def test_replay_refuses_what_is_not_a_har() -> None:
         recordings({"log": {}}, "x.har")
     with pytest.raises(ReplayError, match="entry 0 is not a usable exchange"):
         recordings({"log": {"entries": [{"request": {}}]}}, "x.har")
+
+
+def test_negative_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="latency_ms must be >= 0, got -1"):
+        SimConfig(latency_ms=-1)
+    with pytest.raises(ValueError, match="chunk_delay_ms must be >= 0, got -2"):
+        SimConfig(chunk_delay_ms=-2)
+    with pytest.raises(ValueError, match="output_tokens must be >= 0, got -3"):
+        SimConfig(output_tokens=-3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,9 @@ import pytest
 
 from meter.sim import SimHandle, start_sim
 from meter.sim_replay import ReplayError
+from tests.meter.recordings import HAR
 
-RECORDINGS = Path(os.environ.get("BBNET_RECORDINGS", "/work/shared/fixtures/recordings/recordings.har"))
+RECORDINGS = HAR
 TRUTH = RECORDINGS.with_name("truth.jsonl")
 
 
