@@ -1,7 +1,8 @@
 """``bbnet report usage|cost|budgets|actions``: offline DuckDB reports over the ledger.
 
 Mount with :func:`mount`. User errors (bad ``--since``, ``--by``, a missing ledger) are one line on
-stderr and exit code 2.
+stderr and exit code 2. DuckDB, pyarrow and the report modules are imported inside the commands:
+this module is imported by every ``bbnet`` command (``bbnet cutoff`` too), which must start fast.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from analytics import reports
-from analytics.duck import open_ledger
 from analytics.errors import ReportError
 from analytics.queries import BY_KEYS, Filters, parse_by
-from analytics.render import FORMATS, chart, print_tables, to_csv, to_json, write_parquet
-from analytics.table import Report
 from analytics.when import window
 from bbnet.names import NameError_, bottle_name
 from bbnet.store import default_path
+
+if TYPE_CHECKING:
+    from analytics.table import Report
+
+FORMATS = ("table", "json", "csv", "parquet")
 
 app = typer.Typer(
     help="Reports over the ledger (DuckDB, offline): usage, cost, budgets, enforcement actions.",
@@ -47,6 +49,15 @@ DbOpt = Annotated[
     str | None,
     typer.Option(
         "--db", envvar="BBNET_DB", help="Ledger file [default: /var/lib/bbnet/ledger.db]", show_default=False
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        envvar="BBNET_REPORT_CACHE_DIR",
+        help="Where reports keep their DuckDB copy of the calls [default: next to the ledger]",
+        show_default=False,
     ),
 ]
 
@@ -82,6 +93,8 @@ def _check_top(top: int | None) -> None:
 
 def _emit(report: Report, fmt: str, output: Path | None) -> None:
     """Write ``report`` as ``fmt``; the chart goes to the terminal, or stderr when data is on stdout."""
+    from analytics.render import chart, print_tables, to_csv, to_json, write_parquet
+
     if fmt == "parquet":
         assert output is not None
         write_parquet(report.main, output)
@@ -119,23 +132,29 @@ def _run(
     by: str | None = None,
     top: int | None = None,
     draw: bool = False,
+    cache_dir: Path | None = None,
 ) -> None:
     """Validate every option, then open the ledger, build the report and write it."""
+    from analytics import reports
+    from analytics.reader import open_ledger
+
     try:
         now = time.time()
         _check_output(fmt, output)
         _check_top(top)
         filters = _filters(since, until, bottle, now)
         keys = parse_by(by) if by is not None else ()
-        with open_ledger(db or default_path()) as con:
+        with open_ledger(db or default_path(), cache_dir, use_cache=kind != "actions") as reader:
+            if reader.note:
+                typer.echo(f"bbnet: note: {reader.note}", err=True)
             if kind == "usage":
-                report = reports.usage(con, keys, filters, top, draw)
+                report = reports.usage(reader, keys, filters, top, draw)
             elif kind == "cost":
-                report = reports.cost(con, keys, filters, top, draw)
+                report = reports.cost(reader, keys, filters, top, draw)
             elif kind == "actions":
-                report = reports.actions(con, filters, top)
+                report = reports.actions(reader, filters, top)
             else:
-                report = reports.budgets(con, now, filters.bottle)
+                report = reports.budgets(reader, now, filters.bottle)
         _emit(report, fmt, output)
     except ReportError as e:
         typer.echo(f"bbnet: error: {e}", err=True)
@@ -153,9 +172,10 @@ def usage(
     output: OutputOpt = None,
     draw: ChartOpt = False,
     db: DbOpt = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Calls and tokens (input, cache writes/reads, output, reasoning) per group."""
-    _run("usage", db, fmt, output, since, until, bottle, by, top, draw)
+    _run("usage", db, fmt, output, since, until, bottle, by, top, draw, cache_dir)
 
 
 @app.command("cost")
@@ -169,9 +189,10 @@ def cost(
     output: OutputOpt = None,
     draw: ChartOpt = False,
     db: DbOpt = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """USD per group (genai-prices, per call as recorded); unpriced models listed, never counted as $0."""
-    _run("cost", db, fmt, output, since, until, bottle, by, top, draw)
+    _run("cost", db, fmt, output, since, until, bottle, by, top, draw, cache_dir)
 
 
 @app.command("budgets")
@@ -180,9 +201,10 @@ def budgets(
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
     db: DbOpt = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Each pool now: limit, used, reserved, remaining, burn per hour (last 1 h, 24 h), projected exhaustion."""
-    _run("budgets", db, fmt, output, bottle=bottle)
+    _run("budgets", db, fmt, output, bottle=bottle, cache_dir=cache_dir)
 
 
 @app.command("actions")

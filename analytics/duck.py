@@ -22,9 +22,9 @@ import duckdb
 import duckdb_extension_sqlite
 
 from analytics.errors import ReportError
+from analytics.queries import LEDGER
 
 EXTENSION_FILE_NAME = "sqlite_scanner.duckdb_extension"
-LEDGER = "ledger"  # the catalog name queries use: ledger.usage, ledger.pools, ...
 OFFLINE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -60,6 +60,7 @@ def offline_duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
         con = duckdb.connect(":memory:", config=OFFLINE_CONFIG)
         try:
             con.execute("SET enable_progress_bar = false")  # it would draw into report output
+            con.execute("SET preserve_insertion_order = false")  # bulk copies in less memory
             con.execute(f"LOAD {sql_string(str(extension))}")
             yield con
         finally:
@@ -68,17 +69,15 @@ def offline_duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
         shutil.rmtree(private_dir, ignore_errors=True)
 
 
-@contextmanager
-def open_ledger(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """DuckDB with the ledger at ``db`` attached read-only as ``ledger``; errors become one line."""
+def attach_ledger(con: duckdb.DuckDBPyConnection, db: str | Path) -> Path:
+    """Attach the ledger at ``db`` read-only as ``ledger``; returns its absolute path. Errors are one line."""
     path = Path(db).absolute()
     if not path.is_file():
         raise ReportError(f"no ledger at {path} (set --db or BBNET_DB)")
-    with offline_duckdb() as con:
-        try:
-            con.execute(f"ATTACH {sql_string(str(path))} AS {LEDGER} (TYPE sqlite, READ_ONLY)")
-            con.execute(f"SELECT 1 FROM {LEDGER}.usage LIMIT 0")
-            yield con
-        except duckdb.Error as e:
-            lines = str(e).strip().splitlines()
-            raise ReportError(f"cannot read ledger {path}: {lines[0] if lines else type(e).__name__}") from e
+    try:
+        con.execute(f"ATTACH {sql_string(str(path))} AS {LEDGER} (TYPE sqlite, READ_ONLY)")
+        con.execute(f"SELECT 1 FROM {LEDGER}.usage LIMIT 0")
+    except duckdb.Error as e:
+        lines = str(e).strip().splitlines()
+        raise ReportError(f"cannot read ledger {path}: {lines[0] if lines else type(e).__name__}") from e
+    return path

@@ -10,28 +10,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analytics.duck import LEDGER
 from analytics.errors import ReportError
 
+LEDGER = "ledger"  # the catalog name the ledger is attached as: ledger.usage, ledger.pools, ...
 BY_KEYS = ("bottle", "agent", "provider", "model", "hour", "day")
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 
 TOKENS = "input_tokens + output_tokens"  # input includes cache reads/writes, output reasoning
 USAGE_MEASURES: tuple[tuple[str, str], ...] = (
     ("calls", "count(*)"),
-    ("input_tokens", "sum(input_tokens)"),
-    ("cache_write_tokens", "sum(cache_write_tokens)"),
-    ("cache_read_tokens", "sum(cache_read_tokens)"),
-    ("output_tokens", "sum(output_tokens)"),
-    ("reasoning_tokens", "sum(reasoning_tokens)"),
-    ("tokens", f"sum({TOKENS})"),
+    ("input_tokens", "sum(input_tokens)::BIGINT"),
+    ("cache_write_tokens", "sum(cache_write_tokens)::BIGINT"),
+    ("cache_read_tokens", "sum(cache_read_tokens)::BIGINT"),
+    ("output_tokens", "sum(output_tokens)::BIGINT"),
+    ("reasoning_tokens", "sum(reasoning_tokens)::BIGINT"),
+    ("tokens", f"sum({TOKENS})::BIGINT"),
     ("estimated_calls", "count(*) FILTER (WHERE estimated <> 0)"),
 )
-# sum() skips NULL: unpriced calls add nothing to cost_usd (NULL when a group has no priced call)
+# Token sums are cast back to BIGINT: DuckDB sums BIGINT as HUGEINT, which is slower to hand to
+# Python (a report can have ~1M groups). sum() skips NULL: unpriced calls add nothing to cost_usd (NULL when a group has no priced call)
 # and are counted apart, so they are never passed off as $0.
 COST_MEASURES: tuple[tuple[str, str], ...] = (
     ("calls", "count(*)"),
-    ("tokens", f"sum({TOKENS})"),
+    ("tokens", f"sum({TOKENS})::BIGINT"),
     ("cost_usd", "sum(cost_usd)"),
     ("unpriced_calls", "count(*) FILTER (WHERE cost_usd IS NULL)"),
 )
@@ -63,13 +64,30 @@ def parse_by(text: str) -> tuple[str, ...]:
     return keys
 
 
+BUCKET_COLUMNS = {"hour": "hour_start", "day": "day_start"}
+# every source of calls carries each call's hour and day bucket, computed once when the call is read
+BUCKETS = ", ".join(
+    f"CAST(floor(ts / {BUCKET_SECONDS[key]}) AS BIGINT) * {BUCKET_SECONDS[key]} AS {column}"
+    for key, column in BUCKET_COLUMNS.items()
+)
+
+
 def key_expr(key: str) -> str:
-    seconds = BUCKET_SECONDS.get(key)
-    if seconds is not None:
-        return f"CAST(floor(ts / {seconds}) AS BIGINT) * {seconds}"
+    if key in BUCKET_COLUMNS:
+        return BUCKET_COLUMNS[key]
     if key not in BY_KEYS:
         raise ReportError(f"unknown grouping key {key!r}")
     return key
+
+
+BUCKET_LABELS = {"hour": "%Y-%m-%dT%H:00Z", "day": "%Y-%m-%d"}  # as table.bucket_label, UTC
+
+
+def label_expr(key: str) -> str:
+    """A grouping key as shown: buckets become ISO text in SQL, after aggregating (not per row in Python)."""
+    if key in BUCKET_COLUMNS:
+        return f"strftime(make_timestamp({BUCKET_COLUMNS[key]} * 1000000), '{BUCKET_LABELS[key]}')"
+    return key_expr(key)
 
 
 def where(filters: Filters, *extra: str) -> tuple[str, tuple[Any, ...]]:
@@ -87,7 +105,21 @@ def where(filters: Filters, *extra: str) -> tuple[str, tuple[Any, ...]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
-CALLS = "calls"  # the temp table a usage or cost report snapshots its rows into
+@dataclass(frozen=True)
+class Source:
+    """The calls a usage or cost report reads: a relation and the filters to apply to it."""
+
+    relation: str
+    filters: Filters = Filters()
+
+    def select(self, *extra: str) -> tuple[str, tuple[Any, ...]]:
+        """``FROM relation WHERE ...`` and its parameters."""
+        clause, params = where(self.filters, *extra)
+        return f" FROM {self.relation}{clause}", params
+
+
+CALLS = "calls"  # the temp table a report snapshots its calls into when it scans the ledger
+SNAPSHOT = Source(CALLS)
 # the columns each report copies: the fewer, the faster the SQLite scan
 _KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens"
 USAGE_COLUMNS = f"{_KEY_COLUMNS}, cache_write_tokens, cache_read_tokens, reasoning_tokens, estimated"
@@ -95,7 +127,7 @@ COST_COLUMNS = f"{_KEY_COLUMNS}, cost_usd"
 
 
 def snapshot(filters: Filters, columns: str) -> Query:
-    """Copy the calls in the window into DuckDB once.
+    """Copy the calls in the window out of the ledger into DuckDB once (when there is no cache).
 
     Every section of a report (groups, unpriced models, chart) then reads the same rows, even while
     the meter keeps committing, and the SQLite file is scanned once instead of once per section.
@@ -104,46 +136,52 @@ def snapshot(filters: Filters, columns: str) -> Query:
         raise ReportError("snapshot columns must be USAGE_COLUMNS or COST_COLUMNS")
     clause, params = where(filters)
     return Query(
-        f"CREATE OR REPLACE TEMP TABLE {CALLS} AS SELECT {columns} FROM {LEDGER}.usage{clause}", params
+        f"CREATE OR REPLACE TEMP TABLE {CALLS} AS SELECT {columns}, {BUCKETS} FROM {LEDGER}.usage{clause}",
+        params,
     )
 
 
 def aggregate(
     by: Sequence[str],
     measures: Sequence[tuple[str, str]],
+    source: Source = SNAPSHOT,
     top: int | None = None,
     rank_by: str = "calls",
 ) -> Query:
-    """Snapshotted calls grouped by ``by``; with ``top``, only the ``top`` groups largest in ``rank_by``."""
+    """Calls grouped by ``by``; with ``top``, only the ``top`` groups largest in ``rank_by``."""
     names = [name for name, _ in measures]
     if rank_by not in names:
         raise ReportError(f"cannot rank by {rank_by!r}: not one of {', '.join(names)}")
-    keys = [f"{key_expr(key)} AS {key}" for key in by]
+    keys = [f"{label_expr(key)} AS {key}" for key in by]
     cols = ", ".join([*keys, *(f"{expr} AS {name}" for name, expr in measures)])
-    params: tuple[Any, ...] = ()
-    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
-    positions = ", ".join(f"{i + 1} NULLS LAST" for i in range(len(by)))
+    body, params = source.select()
+    group = f" GROUP BY {', '.join(key_expr(key) for key in by)}" if by else ""
+    positions = ", ".join(f"{key_expr(key)} NULLS LAST" for key in by)
     if top is not None:
         order = f" ORDER BY {rank_by} DESC NULLS LAST" + (f", {positions}" if by else "") + " LIMIT ?"
         params = (*params, top)
     else:
         order = f" ORDER BY {positions}" if by else ""
-    return Query(f"SELECT {cols} FROM {CALLS}{group}{order}", params)
+    return Query(f"SELECT {cols}{body}{group}{order}", params)
 
 
-UNPRICED = Query(
-    f"SELECT provider, model, count(*) AS calls, sum({TOKENS}) AS tokens FROM {CALLS} WHERE cost_usd IS NULL"
-    " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS LAST"
-)
-"""Snapshotted calls no price was found for, by provider and model."""
+def unpriced(source: Source = SNAPSHOT) -> Query:
+    """Calls no price was found for, by provider and model."""
+    body, params = source.select("cost_usd IS NULL")
+    return Query(
+        f"SELECT provider, model, count(*) AS calls, sum({TOKENS}) AS tokens{body}"
+        " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS LAST",
+        params,
+    )
 
 
-def series(bucket: str, measure: str) -> Query:
-    """One measure of the snapshotted calls per hour or day bucket, oldest first (for charts)."""
+def series(bucket: str, measure: str, source: Source = SNAPSHOT) -> Query:
+    """One measure of the calls per hour or day bucket, oldest first (for charts)."""
     if bucket not in BUCKET_SECONDS:
         raise ReportError(f"charts bucket by hour or day, not {bucket!r}")
+    body, params = source.select()
     return Query(
-        f"SELECT {key_expr(bucket)} AS bucket, {measure} AS value FROM {CALLS} GROUP BY 1 ORDER BY 1"
+        f"SELECT {key_expr(bucket)} AS bucket, {measure} AS value{body} GROUP BY 1 ORDER BY 1", params
     )
 
 
@@ -172,7 +210,7 @@ def pools(period_starts: dict[str, float]) -> Query:
     )
 
 
-def burn(now: float) -> Query:
+def burn(now: float, calls: str = f"{LEDGER}.usage") -> Query:
     """Tokens and micro-USD per (bottle, agent, provider) over the last hour and the last day."""
     hour_ago, day_ago = now - 3600, now - 86400
     return Query(
@@ -181,6 +219,6 @@ def burn(now: float) -> Query:
         f" coalesce(sum({TOKENS}), 0),"
         f" coalesce(sum(cost_micros) FILTER (WHERE ts > ?), 0),"
         f" coalesce(sum(cost_micros), 0)"
-        f" FROM {LEDGER}.usage WHERE ts > ? AND ts <= ? GROUP BY 1, 2, 3",
+        f" FROM {calls} WHERE ts > ? AND ts <= ? GROUP BY 1, 2, 3",
         (hour_ago, hour_ago, day_ago, now),
     )

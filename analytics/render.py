@@ -15,7 +15,6 @@ from rich.table import Table as RichTable
 from analytics.errors import ReportError
 from analytics.table import Report, Series, Table
 
-FORMATS = ("table", "json", "csv", "parquet")
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
 
 

@@ -9,7 +9,8 @@ import duckdb
 
 from analytics import queries
 from analytics.budgets import Burn, concerns_bottle, current_period_starts, pool_burn
-from analytics.queries import BUCKET_SECONDS, COST_MEASURES, USAGE_MEASURES, Filters, Query
+from analytics.queries import COST_MEASURES, LEDGER, USAGE_MEASURES, Filters, Query, Source
+from analytics.reader import LedgerReader
 from analytics.table import Column, Report, Series, Table, bucket_label, iso
 
 KINDS = ("usage", "cost", "budgets", "actions")
@@ -62,66 +63,69 @@ def _run(con: duckdb.DuckDBPyConnection, query: Query) -> list[tuple[Any, ...]]:
     return con.execute(query.sql, list(query.params)).fetchall()
 
 
-def _label_keys(by: Sequence[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
-    labels = tuple(
-        bucket_label(key, value) if key in BUCKET_SECONDS and value is not None else value
-        for key, value in zip(by, row, strict=False)
-    )
-    return labels + tuple(row[len(by) :])
+def _calls(reader: LedgerReader, filters: Filters, columns: str) -> Source:
+    """The calls to report on: the DuckDB copy filtered in place, or a snapshot scanned from the ledger."""
+    if reader.calls is not None:
+        return Source(reader.calls, filters)
+    _run(reader.con, queries.snapshot(filters, columns))
+    return queries.SNAPSHOT
 
 
-def _series(con: duckdb.DuckDBPyConnection, by: Sequence[str], measure: str, expr: str) -> Series:
+def _series(
+    con: duckdb.DuckDBPyConnection, by: Sequence[str], measure: str, expr: str, source: Source
+) -> Series:
     bucket = "hour" if "hour" in by else "day"
-    rows = _run(con, queries.series(bucket, expr))
+    rows = _run(con, queries.series(bucket, expr, source))
     return Series(
         measure, bucket, tuple((bucket_label(bucket, start), float(value or 0)) for start, value in rows)
     )
 
 
 def usage(
-    con: duckdb.DuckDBPyConnection,
+    reader: LedgerReader,
     by: Sequence[str],
     filters: Filters,
     top: int | None = None,
     chart: bool = False,
 ) -> Report:
     """Calls and tokens (input, cache writes and reads, output, reasoning) per group."""
-    _run(con, queries.snapshot(filters, queries.USAGE_COLUMNS))
-    rows = _run(con, queries.aggregate(by, USAGE_MEASURES, top, rank_by="tokens"))
+    source = _calls(reader, filters, queries.USAGE_COLUMNS)
+    rows = _run(reader.con, queries.aggregate(by, USAGE_MEASURES, source, top, rank_by="tokens"))
     columns = (*(_KEY_COLUMNS[key] for key in by), *_USAGE_COLUMNS)
-    table = Table("usage", columns, tuple(_label_keys(by, row) for row in rows))
-    series = _series(con, by, "tokens", f"sum({queries.TOKENS})") if chart else None
+    table = Table("usage", columns, tuple(rows))
+    series = _series(reader.con, by, "tokens", f"sum({queries.TOKENS})", source) if chart else None
     return Report(table, series=series)
 
 
 def cost(
-    con: duckdb.DuckDBPyConnection,
+    reader: LedgerReader,
     by: Sequence[str],
     filters: Filters,
     top: int | None = None,
     chart: bool = False,
 ) -> Report:
     """USD per group, as recorded per call from genai-prices; unpriced calls counted and listed apart."""
-    _run(con, queries.snapshot(filters, queries.COST_COLUMNS))
-    rows = _run(con, queries.aggregate(by, COST_MEASURES, top, rank_by="cost_usd"))
+    source = _calls(reader, filters, queries.COST_COLUMNS)
+    rows = _run(reader.con, queries.aggregate(by, COST_MEASURES, source, top, rank_by="cost_usd"))
     columns = (*(_KEY_COLUMNS[key] for key in by), *_COST_COLUMNS)
-    table = Table("cost", columns, tuple(_label_keys(by, row) for row in rows))
-    unpriced = Table("unpriced_models", _UNPRICED_COLUMNS, tuple(_run(con, queries.UNPRICED)))
-    series = _series(con, by, "cost_usd", "sum(cost_usd)") if chart else None
+    table = Table("cost", columns, tuple(rows))
+    unpriced = Table("unpriced_models", _UNPRICED_COLUMNS, tuple(_run(reader.con, queries.unpriced(source))))
+    series = _series(reader.con, by, "cost_usd", "sum(cost_usd)", source) if chart else None
     return Report(table, (unpriced,), series)
 
 
-def actions(con: duckdb.DuckDBPyConnection, filters: Filters, top: int | None = None) -> Report:
+def actions(reader: LedgerReader, filters: Filters, top: int | None = None) -> Report:
     """The enforcement timeline, oldest first, with who asked and why."""
-    rows = _run(con, queries.actions(filters, top))
+    rows = _run(reader.con, queries.actions(filters, top))
     if top is not None:
         rows.reverse()
     shaped = tuple((row[0], iso(row[1]), *row[2:]) for row in rows)
     return Report(Table("actions", _ACTION_COLUMNS, shaped))
 
 
-def budgets(con: duckdb.DuckDBPyConnection, now: float, bottle: str | None = None) -> Report:
+def budgets(reader: LedgerReader, now: float, bottle: str | None = None) -> Report:
     """Every budget's pool in its current period: counters, burn rates, projected exhaustion."""
+    con = reader.con
     parents: dict[str, str | None] = dict(_run(con, queries.BOTTLE_PARENTS))
     counters = {
         (scope, provider, unit, period): (used, reserved)
@@ -129,7 +133,8 @@ def budgets(con: duckdb.DuckDBPyConnection, now: float, bottle: str | None = Non
             con, queries.pools(current_period_starts(now))
         )
     }
-    burns = [Burn(*row) for row in _run(con, queries.burn(now))]
+    calls = reader.calls if reader.calls is not None else f"{LEDGER}.usage"
+    burns = [Burn(*row) for row in _run(con, queries.burn(now, calls))]
     rows = []
     for scope, provider, unit, period, limit in _run(con, queries.BUDGETS):
         if bottle is not None and not concerns_bottle(scope, bottle, parents):

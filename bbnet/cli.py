@@ -167,6 +167,7 @@ def _mount_planes() -> None:
     """Each plane adds its own commands; bbnet/ stays free of their imports until here."""
     from analytics import cli as analytics_cli
     from enforcer import cli as enforcer_cli
+    from enforcer import service_cli
     from meter import cli as meter_cli
     from meter import run_cli, sim_cli
 
@@ -174,6 +175,7 @@ def _mount_planes() -> None:
     run_cli.mount(meter_app)
     sim_cli.mount(app)
     enforcer_cli.mount(app, bottle_app)
+    service_cli.mount(app)
     analytics_cli.mount(app)
 
 

@@ -3,10 +3,13 @@
 Generates a ledger of ``--rows`` usage rows over ``--bottles`` bottles and ``--days`` days (cached
 under /tmp, keyed by the parameters, so re-runs skip generation), then times, in one run:
 
-- ``duckdb_report_s``: the real report (analytics.reports.cost, DuckDB attached to the SQLite file);
-- ``sqlite_s``: the same GROUP BY as plain SQL through Python's sqlite3;
-- ``duckdb_copy_s``: for diagnosis, copying the needed columns into DuckDB first, then aggregating
-  (the split between SQLite scan and DuckDB aggregation).
+- ``duckdb_cold_s``: the real report (analytics.reports.cost) with no DuckDB copy of the calls yet:
+  it builds ``<ledger>.reports.duckdb`` first (what the first report on a ledger pays);
+- ``duckdb_warm_s``: the same report again, the copy topped up (nothing new) and aggregated: what
+  every later report pays (the figure's goal);
+- ``duckdb_direct_s``: the same report scanning the SQLite file through the attach (no copy: what
+  a report pays when the copy is busy or unwritable);
+- ``sqlite_s``: the same GROUP BY as plain SQL through Python's sqlite3.
 
 Rows are written by DuckDB through the same sqlite extension (vectorised generation, one
 transaction). Costs are each model's genai-prices per-token rates applied linearly (one price
@@ -24,8 +27,10 @@ import time
 from pathlib import Path
 
 from analytics import reports
-from analytics.duck import offline_duckdb, open_ledger, sql_string
+from analytics.cache import default_cache_file
+from analytics.duck import offline_duckdb, sql_string
 from analytics.queries import Filters
+from analytics.reader import open_ledger
 from bbnet.ledger import Ledger
 from bbnet.model import UsageRecord
 from bbnet.prices import cost_usd
@@ -124,26 +129,13 @@ def generate(path: Path, rows: int, bottles: int, days: int) -> float:
     return time.perf_counter() - started
 
 
-def timed_duckdb_report(path: Path) -> tuple[float, int]:
+def timed_duckdb_report(path: Path, use_cache: bool = True) -> tuple[float, int, bool]:
+    """Seconds for the cost report, its group count, and whether it read the DuckDB copy."""
     started = time.perf_counter()
-    with open_ledger(path) as con:
-        report = reports.cost(con, ("bottle", "model", "day"), Filters())
-    return time.perf_counter() - started, len(report.main.rows)
-
-
-def timed_duckdb_copy(path: Path) -> tuple[float, float]:
-    """Seconds to copy the columns out of SQLite into DuckDB, then to aggregate them there."""
-    with open_ledger(path) as con:
-        started = time.perf_counter()
-        con.execute("CREATE TEMP TABLE u AS SELECT ts, bottle, model, input_tokens, output_tokens, cost_usd"
-                    " FROM ledger.usage")  # fmt: skip
-        copied = time.perf_counter()
-        con.execute(
-            "SELECT bottle, model, CAST(floor(ts / 86400) AS BIGINT) * 86400, count(*),"
-            " sum(input_tokens + output_tokens), sum(cost_usd), count(*) FILTER (WHERE cost_usd IS NULL)"
-            " FROM u GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ).fetchall()
-        return copied - started, time.perf_counter() - copied
+    with open_ledger(path, use_cache=use_cache) as reader:
+        report = reports.cost(reader, ("bottle", "model", "day"), Filters())
+        cached = reader.calls is not None
+    return time.perf_counter() - started, len(report.main.rows), cached
 
 
 def timed_sqlite(path: Path) -> tuple[float, int]:
@@ -158,14 +150,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--bottles", type=int, default=1000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp"))
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path("/tmp"), help="where the generated ledger is kept"
+    )
+    parser.add_argument("--warm-runs", type=int, default=3)
     args = parser.parse_args()
     path = args.cache_dir / f"bbnet-report-bench-{args.rows}r-{args.bottles}b-{args.days}d.db"
     generate_s = None if path.exists() else generate(path, args.rows, args.bottles, args.days)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         (count,) = db.execute("SELECT count(*) FROM usage").fetchone()
-    duck_s, duck_groups = timed_duckdb_report(path)
-    copy_s, copied_agg_s = timed_duckdb_copy(path)
+    cache = default_cache_file(path.absolute())
+    cache.unlink(missing_ok=True)
+    cold_s, cold_groups, cold_cached = timed_duckdb_report(path)
+    warm = [timed_duckdb_report(path) for _ in range(args.warm_runs)]
+    warm_s = min(s for s, _, _ in warm)
+    direct_s, direct_groups, _ = timed_duckdb_report(path, use_cache=False)
     sqlite_s, sqlite_groups = timed_sqlite(path)
     print(
         json.dumps(
@@ -176,15 +175,20 @@ def main() -> None:
                 "days": args.days,
                 "ledger": str(path),
                 "ledger_bytes": path.stat().st_size,
+                "cache_bytes": cache.stat().st_size,
                 "generate_s": None if generate_s is None else round(generate_s, 2),
-                "duckdb_report_s": round(duck_s, 3),
+                "duckdb_cold_s": round(cold_s, 3),
+                "duckdb_warm_s": round(warm_s, 3),
+                "duckdb_warm_runs_s": [round(s, 3) for s, _, _ in warm],
+                "duckdb_direct_s": round(direct_s, 3),
                 "sqlite_s": round(sqlite_s, 3),
-                "speedup": round(sqlite_s / duck_s, 2),
-                "groups": duck_groups,
-                "groups_match": duck_groups == sqlite_groups,
-                "duckdb_copy_scan_s": round(copy_s, 3),
-                "duckdb_aggregate_after_copy_s": round(copied_agg_s, 3),
-                "goal_met": duck_s <= 2.0 and sqlite_s / duck_s >= 5,
+                "speedup_warm": round(sqlite_s / warm_s, 2),
+                "speedup_cold": round(sqlite_s / cold_s, 2),
+                "groups": cold_groups,
+                "groups_match": cold_groups == sqlite_groups == direct_groups
+                and all(g == cold_groups for _, g, _ in warm),
+                "read_the_copy": cold_cached and all(c for _, _, c in warm),
+                "goal_met": warm_s <= 2.0 and sqlite_s / warm_s >= 5,
                 "threads": os.cpu_count(),
             },
             indent=2,

@@ -74,6 +74,10 @@ def _require(group: Path) -> None:
         raise EnforcerError(f"cgroup {group} does not exist")
 
 
+def is_frozen(group: Path) -> bool:
+    return _events(group).get("frozen") == "1"
+
+
 def set_frozen(group: Path, frozen: bool) -> None:
     """Freeze or thaw, and wait until ``cgroup.events`` says it happened."""
     _require(group)

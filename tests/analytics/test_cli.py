@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from analytics import reports
 from analytics.cli import mount
-from analytics.duck import open_ledger
 from analytics.queries import Filters
+from analytics.reader import open_ledger
 from tests.analytics.conftest import Built
 
 root = typer.Typer()
@@ -30,8 +30,8 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def expected_cost(built: Built) -> list[dict[str, object]]:
-    with open_ledger(built.path) as con:
-        return reports.cost(con, ("bottle", "model", "day"), Filters()).main.records()
+    with open_ledger(built.path) as reader:
+        return reports.cost(reader, ("bottle", "model", "day"), Filters()).main.records()
 
 
 def same(rows: list[dict[str, object]], want: list[dict[str, object]]) -> None:

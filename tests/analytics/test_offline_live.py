@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from analytics import reports
-from analytics.duck import OFFLINE_CONFIG, open_ledger
+from analytics.duck import OFFLINE_CONFIG
 from analytics.queries import Filters
+from analytics.reader import open_ledger
 from bbnet.ledger import Ledger
 from bbnet.model import Bottle
 from tests.analytics.conftest import Built
@@ -24,8 +25,8 @@ REPORT = "import typer, sys; from analytics.cli import mount; r = typer.Typer();
 def test_extension_comes_from_the_wheel_with_downloads_off(built: Built) -> None:
     assert OFFLINE_CONFIG["autoinstall_known_extensions"] is False
     assert OFFLINE_CONFIG["autoload_known_extensions"] is False
-    with open_ledger(built.path) as con:
-        (loaded,) = con.execute(
+    with open_ledger(built.path) as reader:
+        (loaded,) = reader.con.execute(
             "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'sqlite_scanner'"
         ).fetchone() or (False,)
     assert loaded
@@ -90,8 +91,8 @@ def test_reports_read_a_ledger_while_it_is_written(tmp_path: Path) -> None:
     seen: list[int] = []
     try:
         while writer.poll() is None:
-            with open_ledger(path) as con:
-                rows = reports.usage(con, (), Filters()).main.rows
+            with open_ledger(path) as reader:
+                rows = reports.usage(reader, (), Filters()).main.rows
             seen.append(int(rows[0][0]) if rows else 0)
         out, err = writer.communicate(timeout=60)
     finally:
@@ -102,5 +103,5 @@ def test_reports_read_a_ledger_while_it_is_written(tmp_path: Path) -> None:
     assert out.strip() == f"committed {total}"
     assert seen == sorted(seen)  # each report a consistent, newer snapshot
     assert any(0 < n < total for n in seen), seen  # reports ran while commits were landing
-    with open_ledger(path) as con:
-        assert reports.usage(con, (), Filters()).main.rows[0][0] == total
+    with open_ledger(path) as reader:
+        assert reports.usage(reader, (), Filters()).main.rows[0][0] == total

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from analytics import reports
-from analytics.duck import open_ledger
 from analytics.queries import BY_KEYS, Filters
+from analytics.reader import open_ledger
 from analytics.table import Table
 from bbnet.ledger import Ledger
 from bbnet.model import MICROS_PER_USD, UsageRecord
@@ -35,8 +35,8 @@ def keyed(table: Table, by: tuple[str, ...]) -> dict[tuple[object, ...], dict[st
 
 @pytest.mark.parametrize("by", GROUPINGS, ids=",".join)
 def test_usage_by_every_grouping_equals_plain_python(built: Built, by: tuple[str, ...]) -> None:
-    with open_ledger(built.path) as con:
-        report = reports.usage(con, by, Filters())
+    with open_ledger(built.path) as reader:
+        report = reports.usage(reader, by, Filters())
     assert keyed(report.main, by) == usage_rows(built.calls, by)
 
 
@@ -44,8 +44,8 @@ def test_usage_by_every_grouping_equals_plain_python(built: Built, by: tuple[str
     "by", [("bottle",), ("model",), ("bottle", "model", "day"), ("agent", "hour")], ids=",".join
 )
 def test_cost_equals_genai_prices_per_call(built: Built, by: tuple[str, ...]) -> None:
-    with open_ledger(built.path) as con:
-        report = reports.cost(con, by, Filters())
+    with open_ledger(built.path) as reader:
+        report = reports.cost(reader, by, Filters())
     got, want = keyed(report.main, by), cost_rows(built.calls, by)
     assert got.keys() == want.keys()
     for key, row in want.items():
@@ -60,8 +60,8 @@ def test_cost_equals_genai_prices_per_call(built: Built, by: tuple[str, ...]) ->
 def test_unpriced_models_are_listed_and_never_cost_zero(built: Built) -> None:
     unpriced = [c for c in built.calls if price(c) is None]
     assert unpriced, "the fixture must hold calls to an unpriced model"
-    with open_ledger(built.path) as con:
-        report = reports.cost(con, ("model",), Filters())
+    with open_ledger(built.path) as reader:
+        report = reports.cost(reader, ("model",), Filters())
     (listing,) = report.extra
     assert listing.records() == [
         {
@@ -79,9 +79,9 @@ def test_unpriced_models_are_listed_and_never_cost_zero(built: Built) -> None:
 def test_window_bottle_and_top_filters(built: Built) -> None:
     since, until = built.now - 86400, built.now - 3600
     inside = [c for c in built.calls if c.ts is not None and since <= c.ts < until and c.bottle == "beta"]
-    with open_ledger(built.path) as con:
-        window = reports.usage(con, ("model",), Filters(since, until, "beta"))
-        top = reports.cost(con, ("bottle", "model"), Filters(), top=3)
+    with open_ledger(built.path) as reader:
+        window = reports.usage(reader, ("model",), Filters(since, until, "beta"))
+        top = reports.cost(reader, ("bottle", "model"), Filters(), top=3)
     assert keyed(window.main, ("model",)) == usage_rows(inside, ("model",))
     ranked = sorted(
         ((v["cost_usd"], k) for k, v in cost_rows(built.calls, ("bottle", "model")).items() if v["cost_usd"]),
@@ -92,8 +92,8 @@ def test_window_bottle_and_top_filters(built: Built) -> None:
 
 
 def test_chart_series_sums_each_day(built: Built) -> None:
-    with open_ledger(built.path) as con:
-        report = reports.usage(con, ("bottle",), Filters(), chart=True)
+    with open_ledger(built.path) as reader:
+        report = reports.usage(reader, ("bottle",), Filters(), chart=True)
     assert report.series is not None
     want = {day[0]: row["tokens"] for day, row in usage_rows(built.calls, ("day",)).items()}
     assert dict(report.series.points) == want
@@ -101,10 +101,10 @@ def test_chart_series_sums_each_day(built: Built) -> None:
 
 
 def test_actions_timeline_in_order_with_reasons(built: Built) -> None:
-    with open_ledger(built.path) as con:
-        timeline = reports.actions(con, Filters())
-        latest_two = reports.actions(con, Filters(), top=2)
-        beta = reports.actions(con, Filters(bottle="beta"))
+    with open_ledger(built.path) as reader:
+        timeline = reports.actions(reader, Filters())
+        latest_two = reports.actions(reader, Filters(), top=2)
+        beta = reports.actions(reader, Filters(bottle="beta"))
     rows = [(r["bottle"], r["action"], r["actor"], r["reason"], r["result"]) for r in timeline.main.records()]
     assert rows == list(built.actions)
     assert [r["id"] for r in latest_two.main.records()] == [r["id"] for r in timeline.main.records()][-2:]
@@ -123,8 +123,8 @@ def charged(call: UsageRecord, unit: str) -> int:
 
 def test_budgets_equal_ledger_counters_and_burn_from_calls(built: Built) -> None:
     now = built.now + 1  # after every fixture call
-    with open_ledger(built.path) as con:
-        report = reports.budgets(con, now)
+    with open_ledger(built.path) as reader:
+        report = reports.budgets(reader, now)
     with Ledger.open(built.path, create=False) as ledger:
         pools = {(p.scope, p.provider, p.unit): p for p in ledger.pools(now)}
     rows = report.main.records()
@@ -160,17 +160,17 @@ def test_budgets_equal_ledger_counters_and_burn_from_calls(built: Built) -> None
 
 
 def test_budgets_for_one_bottle_are_the_pools_on_its_path(built: Built) -> None:
-    with open_ledger(built.path) as con:
-        report = reports.budgets(con, built.now, bottle="beta")
+    with open_ledger(built.path) as reader:
+        report = reports.budgets(reader, built.now, bottle="beta")
     assert sorted({r["scope"] for r in report.main.records()}) == ["bottle:alpha", "bottle:beta", "global"]
 
 
 def test_empty_ledger_gives_empty_reports(empty_ledger: Path) -> None:
-    with open_ledger(empty_ledger) as con:
-        usage = reports.usage(con, ("bottle", "day"), Filters(), chart=True)
-        cost = reports.cost(con, ("model",), Filters(), top=5)
-        budgets = reports.budgets(con, 1e9)
-        actions = reports.actions(con, Filters())
+    with open_ledger(empty_ledger) as reader:
+        usage = reports.usage(reader, ("bottle", "day"), Filters(), chart=True)
+        cost = reports.cost(reader, ("model",), Filters(), top=5)
+        budgets = reports.budgets(reader, 1e9)
+        actions = reports.actions(reader, Filters())
     assert usage.main.rows == () and usage.series is not None and usage.series.points == ()
     assert cost.main.rows == () and cost.extra[0].rows == ()
     assert budgets.main.rows == () and actions.main.rows == ()

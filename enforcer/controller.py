@@ -1,0 +1,265 @@
+"""The controller: keeps the kernel equal to the ledger's desired state, and enforces budgets.
+
+Level-triggered: on start and on a short period it compares what the kernel holds with what the
+ledger wants and repairs the difference (someone flushed the ruleset: drift). Edge-assisted: the
+meter wakes it the moment a commit leaves a pool exhausted, so the bottle's policy is applied
+within milliseconds, not at the next poll. One thread owns the controller's ledger connection and
+nftables context; other threads only put work on its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bbnet.ledger import Ledger, LedgerError
+from bbnet.model import CommitResult, PoolView
+from bbnet.settings import Settings
+from enforcer import cgroups
+from enforcer.errors import EnforcerError
+from enforcer.kernel import apply_all, apply_state
+from enforcer.nft import Nft, NftError
+from enforcer.spec import KernelBottle, cut_veths, kernel_bottle
+from netrules.types import RulesError
+
+log = logging.getLogger("bbnet.controller")
+ACTOR = "controller"
+POLICY_STATE = {"cutoff": "cutoff", "freeze": "frozen", "kill": "killed"}
+POLICY_ACTION = {"cutoff": "cutoff", "freeze": "freeze", "kill": "kill"}
+BUDGET_REASON = "budget exhausted"
+
+
+def exhaustion_reason(pool: PoolView) -> str:
+    unit = "micro-USD" if pool.unit == "usd" else "tokens"
+    return f"{BUDGET_REASON}: {pool.scope} {pool.provider} used {pool.used} of {pool.limit} {unit} ({pool.period})"
+
+
+@dataclass(frozen=True)
+class Exhausted:
+    """Work for the controller thread: ``bottle`` hit ``pools``."""
+
+    bottle: str
+    pools: tuple[PoolView, ...]
+    noticed: float  # time.monotonic() when the meter saw it
+
+
+class Controller:
+    def __init__(self, ledger: Ledger, nft: Nft, settings: Settings, *, period: float = 0.25,
+                 sweep_every: float = 5.0, restore_every: float = 10.0) -> None:  # fmt: skip
+        self.ledger = ledger
+        self.nft = nft
+        self.settings = settings
+        self.period = period
+        self.sweep_every = sweep_every
+        self.restore_every = restore_every
+        self._queue: queue.Queue[Exhausted | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._version: int | None = None
+        self._applied: dict[str, str] = {}
+        self.latencies_ms: list[float] = []  # wake-up → kernel, for the service bench
+
+    # -- what other threads call ---------------------------------------------------------------
+
+    def notify_commit(self, bottle: str, result: CommitResult) -> None:
+        """The meter's commit hook: wake the controller if the commit exhausted a pool."""
+        if result.exhausted:
+            self._queue.put(Exhausted(bottle, result.exhausted, time.monotonic()))
+
+    def notify_exhausted(self, bottle: str, pool: PoolView) -> None:
+        """The meter's DENY hook: real usage already left no room in ``pool``."""
+        self._queue.put(Exhausted(bottle, (pool,), time.monotonic()))
+
+    def start(self) -> None:
+        self.reconcile("start")
+        self._thread = threading.Thread(target=self._run, name="bbnet-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # -- the controller thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_sweep = next_restore = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=self.period)
+            except queue.Empty:
+                item = None
+                idle = True
+            else:
+                idle = False
+                if item is None:
+                    return
+            try:
+                if isinstance(item, Exhausted):
+                    self.enforce(item)
+                    continue
+                if idle:
+                    self.tick()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self.sweep()
+                    next_sweep = now + self.sweep_every
+                if now >= next_restore and self.settings.auto_restore_on_new_period:
+                    self.restore_new_periods()
+                    next_restore = now + self.restore_every
+            except (EnforcerError, LedgerError, RulesError, OSError) as e:
+                log.error("controller: %s", e)
+
+    def tick(self) -> None:
+        """Level-triggered pass: apply desired-state changes, repair drift."""
+        version = self.ledger.data_version()
+        if version != self._version:
+            self._version = version
+            self.apply_changes()
+        self.repair_drift()
+
+    def _kernel_view(self) -> tuple[list[KernelBottle], dict[str, str]]:
+        bottles = [kernel_bottle(b) for b in self.ledger.bottles()]
+        states = {s.bottle: s.state for s in self.ledger.desired_states()}
+        return bottles, states
+
+    def reconcile(self, why: str) -> None:
+        """Make the whole kernel state equal the ledger: the table, then frozen and killed bottles."""
+        started = time.perf_counter()
+        bottles, states = self._kernel_view()
+        apply_all(self.nft, bottles, states)
+        for b in bottles:
+            if states.get(b.name) in ("frozen", "killed"):
+                apply_state(self.nft, b, states[b.name])
+        self._applied = dict(states)
+        elapsed = (time.perf_counter() - started) * 1000
+        self.ledger.record_action(None, "reconcile", ACTOR, why, "ok", elapsed, {"bottles": len(bottles)})
+        log.info("reconciled %d bottles (%s) in %.1f ms", len(bottles), why, elapsed)
+
+    def apply_changes(self) -> None:
+        """Desired states written by someone else (the CLI applies its own; this is the safety net)."""
+        bottles, states = self._kernel_view()
+        known = {b.name for b in bottles}
+        if known - set(self._applied):
+            self._applied.update({name: "" for name in known - set(self._applied)})
+        for b in bottles:
+            want = states.get(b.name, "open")
+            if self._applied.get(b.name) != want and b.net is not None:
+                apply_state(self.nft, b, want)
+                self._applied[b.name] = want
+
+    def repair_drift(self) -> bool:
+        """If bbnet's table is missing or differs from the ledger, put it back and say so."""
+        bottles, states = self._kernel_view()
+        live = [b for b in bottles if b.net is not None and states.get(b.name, "open") != "killed"]
+        started = time.perf_counter()
+        try:
+            self.nft.verify([b.net for b in live if b.net is not None], cut_veths(live, states))
+            frozen_ok = all(
+                cgroups.is_frozen(b.cgroup) for b in bottles
+                if states.get(b.name) == "frozen" and b.cgroup is not None and b.cgroup.exists()
+            )  # fmt: skip
+            if frozen_ok:
+                return False
+            problem = "a frozen bottle was thawed"
+        except NftError as e:
+            problem = str(e)
+        self.reconcile("drift")
+        elapsed = (time.perf_counter() - started) * 1000
+        self.ledger.record_action(None, "drift-repair", ACTOR, problem, "ok", elapsed)
+        log.warning("drift repaired in %.1f ms: %s", elapsed, problem)
+        return True
+
+    def enforce(self, item: Exhausted) -> None:
+        """Apply the bottle's policy (and its descendants', for a bottle pool), audited."""
+        pool = item.pools[0]  # the governing pool: named in the reason
+        for name in enforce_targets(
+            item.pools, item.bottle, {b.name: b.parent for b in self.ledger.bottles()}
+        ):
+            if self.ledger.desired_state(name).state != "open":
+                continue
+            bottle = self.ledger.get_bottle(name)
+            if bottle is None:
+                continue
+            state = POLICY_STATE[bottle.policy]
+            reason = exhaustion_reason(pool)
+            self.ledger.set_desired_state(name, state, reason, ACTOR)
+            started = time.perf_counter()
+            try:
+                apply_state(self.nft, kernel_bottle(bottle), state)
+            except (EnforcerError, RulesError) as e:
+                self.ledger.record_action(name, POLICY_ACTION[bottle.policy], ACTOR, reason, f"error: {e}")
+                raise
+            self._applied[name] = state
+            waited = (time.monotonic() - item.noticed) * 1000
+            self.latencies_ms.append(waited)
+            self.ledger.record_action(
+                name, POLICY_ACTION[bottle.policy], ACTOR, reason, "ok", (time.perf_counter() - started) * 1000,
+                {"scope": pool.scope, "provider": pool.provider, "unit": pool.unit, "limit": pool.limit,
+                 "used": pool.used, "noticed_to_applied_ms": round(waited, 3)},
+            )  # fmt: skip
+            log.warning("%s %s: %s (%.1f ms after the commit)", bottle.policy, name, reason, waited)
+
+    def sweep(self) -> None:
+        swept = self.ledger.sweep_expired()
+        if swept:
+            log.info("swept %d expired reservations", swept)
+
+    def restore_new_periods(self) -> None:
+        """``auto_restore_on_new_period``: reopen bottles the controller cut for a budget that reset."""
+        for s in self.ledger.desired_states():
+            if s.state != "cutoff" or s.actor != ACTOR or not s.reason.startswith(BUDGET_REASON):
+                continue
+            pools = [p for p in self.ledger.pools() if p.scope in _path_scopes(s.bottle, self.ledger)]
+            if any(p.exhausted for p in pools):
+                continue
+            bottle = self.ledger.get_bottle(s.bottle)
+            if bottle is None:
+                continue
+            self.ledger.set_desired_state(s.bottle, "open", "new budget period", ACTOR)
+            apply_state(self.nft, kernel_bottle(bottle), "open")
+            self._applied[s.bottle] = "open"
+            self.ledger.record_action(s.bottle, "restore", ACTOR, "new budget period", "ok")
+
+
+def _path_scopes(bottle: str, ledger: Ledger) -> set[str]:
+    parents = {b.name: b.parent for b in ledger.bottles()}
+    scopes = {"global"}
+    current: str | None = bottle
+    while current is not None:
+        scopes.add(f"bottle:{current}")
+        current = parents.get(current)
+    return scopes
+
+
+def targets(pool: PoolView, bottle: str, parents: dict[str, str | None]) -> list[str]:
+    """Bottles to enforce on when ``bottle`` exhausted ``pool`` (pure).
+
+    The bottle itself, always; for a bottle pool also every bottle under that pool's bottle (they
+    share it). Global and agent pools name only the bottle that hit them: other bottles meet the
+    exhausted pool at their own next call, and are enforced on then.
+    """
+    found = [bottle] if bottle in parents else []
+    if pool.scope.startswith("bottle:"):
+        root = pool.scope.removeprefix("bottle:")
+        for name in sorted(parents):
+            current: str | None = name
+            while current is not None and current != root:
+                current = parents.get(current)
+            if current == root and name not in found:
+                found.append(name)
+    return found
+
+
+def enforce_targets(pools: Sequence[PoolView], bottle: str, parents: dict[str, str | None]) -> list[str]:
+    """The union of :func:`targets` over ``pools``, in order."""
+    seen: list[str] = []
+    for pool in pools:
+        for name in targets(pool, bottle, parents):
+            if name not in seen:
+                seen.append(name)
+    return seen

@@ -1,0 +1,110 @@
+"""`bbnet serve`: the one root-run process per host — the meter (mitmproxy, in-process) and the
+controller, with the settings' budgets synced into the ledger and systemd told when it is ready.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bbnet.ledger import Ledger
+from bbnet.providers import with_extra
+from bbnet.settings import Settings
+from enforcer.bottles import require_root
+from enforcer.controller import Controller
+from enforcer.errors import EnforcerError
+from enforcer.nft import Nft
+
+log = logging.getLogger("bbnet.serve")
+DEFAULT_LOCK = "/run/bbnet/serve.lock"
+
+
+def default_lock() -> str:
+    return os.environ.get("BBNET_SERVE_LOCK") or DEFAULT_LOCK
+
+
+@contextmanager
+def single_instance(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock for the life of the service; a second `bbnet serve` is refused."""
+    p = Path(path)
+    p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise EnforcerError(f"another bbnet serve is running (pid {holder}, lock {p})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op when not started by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+class Ready:
+    """mitmproxy addon: the proxy is listening (its ``running`` hook), so the service is ready."""
+
+    def __init__(self, listen: str) -> None:
+        self.listen = listen
+
+    def running(self) -> None:
+        log.info("serving: meter listening on %s", self.listen)
+        sd_notify("READY=1")
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, upstream: list[str],
+          lock: str, fail_open: bool) -> None:  # fmt: skip
+    """Run until SIGTERM/SIGINT. Raises a user-facing error if anything needed is missing."""
+    from meter.addon import Meter, parse_upstream_map
+    from meter.proxy import serve_forever
+
+    require_root()
+    upstream_map = parse_upstream_map(upstream)
+    with single_instance(lock):
+        meter_ledger = Ledger.open(db)
+        synced = meter_ledger.sync_budgets(settings.global_budgets())
+        log.info(
+            "ledger %s; budgets from settings: %d changed, %d removed",
+            db,
+            synced["changed"],
+            synced["removed"],
+        )
+        controller = Controller(Ledger.open(db), Nft(), settings)
+        controller.start()
+        meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream_map,
+                      catalogue=with_extra(settings.extra_providers()), on_commit=controller.notify_commit,
+                      on_exhausted=controller.notify_exhausted)  # fmt: skip
+        previous = signal.signal(signal.SIGTERM, _sigterm)
+        try:
+            serve_forever([meter, Ready(f"{host}:{port}")], host, port, confdir)
+        except KeyboardInterrupt:
+            log.info("stopping")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            sd_notify("STOPPING=1")
+            controller.stop()
+            meter_ledger.close()
