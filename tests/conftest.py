@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,14 @@ def db(tmp_path: Path) -> Path:
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
+
+
+@pytest.fixture(autouse=True)
+def _one_kernel_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Root tests share one nftables table and address pool: serialise them across processes."""
+    if "root" not in request.keywords:
+        yield
+        return
+    with open("/tmp/bbnet-root-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
