@@ -61,6 +61,7 @@ class Launch:
     allow: tuple[str, ...] = ()
     proxy_port: int = DEFAULT_PROXY_PORT
     labels: dict[str, str] = field(default_factory=dict)
+    default_budgets: tuple[Budget, ...] = ()  # settings' bottle_defaults; --budget wins per provider
 
     def validated(self) -> tuple[list[tuple[str, int]], tuple[Endpoint, ...]]:
         bottle_name(self.name)
@@ -98,9 +99,14 @@ def _record(
     undo: contextlib.ExitStack,
     action: str,
     started: float,
+    defaults: Iterable[Budget] = (),
 ) -> Bottle:
     saved = ledger.add_bottle(bottle)
     undo.callback(ledger.remove_bottle, bottle.name)
+    named = {provider for provider, _ in budgets}
+    for default in defaults:
+        if not (default.unit == "tokens" and default.provider in named):
+            ledger.set_budget(default)
     for provider, limit in budgets:
         ledger.set_budget(Budget(Scope.of_bottle(bottle.name), provider, "tokens", limit, source="launch"))
     ledger.record_action(
@@ -138,7 +144,7 @@ def create(ledger: Ledger, launch: Launch, *, addr: str | None = None, pool: str
             name=launch.name, parent=launch.parent, netns=ns_name, veth=veth, addresses=(str(lease.bottle),),
             cgroup=str(group), policy=launch.policy, managed=True, labels=labels,
         )  # fmt: skip
-        saved = _record(ledger, bottle, budgets, undo, "create", started)
+        saved = _record(ledger, bottle, budgets, undo, "create", started, launch.default_budgets)
         undo.pop_all()
     return saved
 
@@ -215,7 +221,7 @@ def register(ledger: Ledger, launch: Launch, found: Found, *, cgroup: str | None
             addresses=tuple(f"{a}/32" for a in found.addresses), cgroup=group, policy=launch.policy,
             managed=False, labels=labels,
         )  # fmt: skip
-        saved = _record(ledger, bottle, budgets, undo, "register", started)
+        saved = _record(ledger, bottle, budgets, undo, "register", started, launch.default_budgets)
         undo.pop_all()
     return saved
 

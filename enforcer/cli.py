@@ -6,26 +6,40 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bbnet.clikit import CliError, DbOpt, JsonOpt, console, open_ledger, print_json
+from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_json
+from bbnet.names import bottle_name
+
+if TYPE_CHECKING:
+    from bbnet.settings import Settings
 from enforcer import actions, bottles, cgroups
 from enforcer.errors import EnforcerError
 from enforcer.nft import Nft
-from enforcer.spec import DEFAULT_PROXY_PORT
-from netrules.addressing import DEFAULT_POOL
 from netrules.types import RulesError
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: kept in the audit log")]
-PolicyOpt = Annotated[str, typer.Option("--policy", help="What a spent budget does: cutoff, freeze or kill")]
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="What a spent budget does: cutoff, freeze or kill [default: settings' shutdown]",
+        show_default=False,
+    ),
+]
 BudgetOpt = Annotated[list[str] | None, typer.Option("--budget", help="PROVIDER=LIMIT tokens (repeatable)")]
 AllowOpt = Annotated[
     list[str] | None,
     typer.Option("--allow", help="[tcp|udp:]IPV4:PORT the bottle may reach directly (repeatable)"),
 ]
-PortOpt = Annotated[int, typer.Option("--proxy-port", help="The meter proxy's port")]
+PortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--proxy-port", help="The meter proxy's port [default: settings' proxy_port]", show_default=False
+    ),
+]
 
 
 def _guard(fn: Any) -> Any:
@@ -41,9 +55,19 @@ def _guard(fn: Any) -> Any:
     return wrapper
 
 
-def _launch(name: str, parent: str | None, policy: str, budget: list[str] | None, allow: list[str] | None,
-            proxy_port: int) -> bottles.Launch:  # fmt: skip
-    return bottles.Launch(name, parent, policy, tuple(budget or ()), tuple(allow or ()), proxy_port)
+def _settings(path: str | None) -> Settings:
+    from bbnet import settings as settings_mod
+
+    return settings_mod.load(path)
+
+
+def _launch(name: str, parent: str | None, policy: str | None, budget: list[str] | None, allow: list[str] | None,
+            proxy_port: int | None, settings: str | None) -> bottles.Launch:  # fmt: skip
+    """The launch, with what the command line leaves out taken from the settings file."""
+    s = _settings(settings)
+    defaults = tuple(s.launch_budgets(name)) if bottle_name(name) else ()
+    return bottles.Launch(name, parent, policy or s.shutdown, tuple(budget or ()), tuple(allow or ()),
+                          proxy_port or s.proxy_port, default_budgets=defaults)  # fmt: skip
 
 
 def _bottle_json(b: Any) -> dict[str, Any]:
@@ -58,19 +82,29 @@ def create(
         str | None, typer.Option("--addr", help="Bottle address CIDR [default: next /30 of the pool]")
     ] = None,
     pool: Annotated[
-        str, typer.Option("--pool", envvar="BBNET_ADDR_POOL", help="Address pool")
-    ] = DEFAULT_POOL,
-    policy: PolicyOpt = "cutoff",
+        str | None,
+        typer.Option(
+            "--pool",
+            envvar="BBNET_ADDR_POOL",
+            help="Address pool [default: settings' address_pool]",
+            show_default=False,
+        ),
+    ] = None,
+    policy: PolicyOpt = None,
     budget: BudgetOpt = None,
     allow: AllowOpt = None,
-    proxy_port: PortOpt = DEFAULT_PROXY_PORT,
+    proxy_port: PortOpt = None,
+    settings: SettingsOpt = None,
     db: DbOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Make a bottle: netns, veth pair, addresses, route, cgroup, rules; undone on any error."""
     with open_ledger(db) as ledger:
         made = bottles.create(
-            ledger, _launch(name, parent, policy, budget, allow, proxy_port), addr=addr, pool=pool
+            ledger,
+            _launch(name, parent, policy, budget, allow, proxy_port, settings),
+            addr=addr,
+            pool=pool or _settings(settings).address_pool,
         )
     if json_:
         print_json(_bottle_json(made))
@@ -95,10 +129,11 @@ def register(
         str | None, typer.Option("--cgroup", help="The bottle's cgroup v2 group (for freeze/kill)")
     ] = None,
     parent: Annotated[str | None, typer.Option("--parent", help="Parent bottle")] = None,
-    policy: PolicyOpt = "cutoff",
+    policy: PolicyOpt = None,
     budget: BudgetOpt = None,
     allow: AllowOpt = None,
-    proxy_port: PortOpt = DEFAULT_PROXY_PORT,
+    proxy_port: PortOpt = None,
+    settings: SettingsOpt = None,
     db: DbOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -106,7 +141,7 @@ def register(
     found = bottles.find(netns=netns, pid=pid, veth=veth, addrs=tuple(addr or ()), proxy=proxy)
     with open_ledger(db) as ledger:
         made = bottles.register(
-            ledger, _launch(name, parent, policy, budget, allow, proxy_port), found, cgroup=cgroup
+            ledger, _launch(name, parent, policy, budget, allow, proxy_port, settings), found, cgroup=cgroup
         )
     if json_:
         print_json(_bottle_json(made))
