@@ -148,7 +148,7 @@ class Meter:
         key = flow.id
         try:
             result = self.ledger.reserve(gate.reserve_request(
-                plan, key, bottle.name, agent, rates(plan.provider, plan.model, _rounded_up(plan.input_tokens)),
+                plan, key, bottle.name, agent, rates(plan.provider, plan.model, plan.input_tokens),
                 self.lease_seconds))  # fmt: skip
         except LedgerError as e:
             self._unavailable(flow, match, str(e))
@@ -291,13 +291,6 @@ class Meter:
             )
             return
         log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
-
-
-def _rounded_up(input_tokens: int) -> int:
-    """The next power of two: ``rates`` is cached per input size, and a price tier only rises with
-    size, so rates at the rounded-up size still bound the call's cost while the cache keeps hitting
-    (a miss costs ~0.2 ms of genai-prices work on every call)."""
-    return 1 << max(input_tokens - 1, 0).bit_length()
 
 
 def _after_answer(write: Callable[..., None], *args: object) -> None:
