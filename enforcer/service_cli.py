@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, print_json
+from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, parse_listen, print_json
 from bbnet.ledger import default_path as default_db
 from enforcer.errors import EnforcerError
 
@@ -44,7 +44,7 @@ def serve(
     from bbnet import settings as settings_mod
     from enforcer import serve as service
     from meter.proxy import default_confdir, setup_logging
-    from meter.run_cli import fail_open_from_env, parse_listen
+    from meter.run_cli import fail_open_from_env
 
     path = settings or settings_mod.default_path()
     s = settings_mod.load(path)  # a bad file stops here, before anything starts
@@ -80,7 +80,6 @@ def doctor(
     from bbnet import settings as settings_mod
     from enforcer.doctor import FAIL, run_checks
     from meter.proxy import default_confdir
-    from meter.run_cli import parse_listen
 
     path = settings or settings_mod.default_path()
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bbnet.clikit import CliError, DbOpt, SettingsOpt, console, err_console
+from bbnet.clikit import CliError, DbOpt, SettingsOpt, console, err_console, parse_listen
 from bbnet.ledger import Ledger, LedgerError, default_path
 from bbnet.providers import with_extra
 
@@ -22,13 +22,6 @@ ConfdirOpt = Annotated[
     str | None, typer.Option("--confdir", envvar="BBNET_CONFDIR", help="mitmproxy confdir holding the CA",
                              show_default=False),
 ]  # fmt: skip
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(f"invalid --listen {listen!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def fail_open_from_env() -> bool:

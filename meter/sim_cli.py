@@ -8,18 +8,8 @@ from typing import Annotated
 
 import typer
 
-from meter.sim import serve_sim
+from bbnet.clikit import parse_listen
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
-from meter.sim_replay import ReplayError
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) → (host, port); a clear error otherwise."""
-    host, sep, port_text = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise typer.BadParameter(f"--listen must be HOST:PORT with a port 0-65535, got {listen!r}")
-    return host, int(port_text)
 
 
 def sim(
@@ -36,6 +26,9 @@ def sim(
     ] = DEFAULT_OUTPUT_TOKENS,
 ) -> None:
     """Serve simulated LLM provider APIs (Anthropic, OpenAI, Gemini, Bedrock) for tests and demos."""
+    from meter.sim import serve_sim  # the server's modules load only when it runs
+    from meter.sim_replay import ReplayError
+
     host, port = parse_listen(listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

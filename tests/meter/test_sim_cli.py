@@ -9,7 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from meter.sim_cli import mount, parse_listen
+from bbnet.clikit import CliError, parse_listen
+from meter.sim_cli import mount
+from tests.conftest import run_bbnet
 
 
 @pytest.fixture
@@ -38,14 +40,17 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("listen", ["8900", ":8900", "host:", "host:port", "host:70000"])
 def test_parse_listen_refuses(listen: str) -> None:
-    with pytest.raises(typer.BadParameter, match="--listen must be HOST:PORT"):
+    with pytest.raises(CliError, match="expected HOST:PORT"):
         parse_listen(listen)
 
 
-def test_bad_listen_is_a_one_line_usage_error(app: typer.Typer) -> None:
-    result = CliRunner().invoke(app, ["sim", "--listen", "nowhere"])
-    assert result.exit_code == 2
-    assert "--listen must be HOST:PORT" in result.output
+def test_bad_listen_is_a_one_line_usage_error() -> None:
+    result = run_bbnet("sim", "--listen", "nowhere")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "bbnet: error: invalid address 'nowhere': expected HOST:PORT with a port 0-65535"
+    )
 
 
 def test_bad_replay_file_is_a_usage_error(app: typer.Typer, tmp_path: Path) -> None:
