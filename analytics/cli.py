@@ -18,6 +18,7 @@ from rich.console import Console
 from analytics.errors import ReportError
 from analytics.queries import BY_KEYS, Filters, parse_by
 from analytics.when import window
+from bbnet.clikit import DbOpt
 from bbnet.names import NameError_, bottle_name
 from bbnet.store import default_path
 
@@ -45,12 +46,6 @@ FormatOpt = Annotated[
 ]
 OutputOpt = Annotated[Path | None, typer.Option("--output", help="Write to FILE instead of stdout")]
 ChartOpt = Annotated[bool, typer.Option("--chart", help="Also draw the report over time in the terminal")]
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db", envvar="BBNET_DB", help="Ledger file [default: /var/lib/bbnet/ledger.db]", show_default=False
-    ),
-]
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option(

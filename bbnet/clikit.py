@@ -27,6 +27,18 @@ SettingsOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+UpstreamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--upstream-map", help="HOST=URL: send HOST's traffic to URL instead (tests, demo); '*' = any"
+    ),
+]
+ConfdirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--confdir", envvar="BBNET_CONFDIR", help="mitmproxy confdir holding the CA", show_default=False
+    ),
+]
 
 # Piped output is not cut to 80 columns: scripts and logs get whole values.
 console = Console(width=None if sys.stdout.isatty() else 200)

@@ -8,22 +8,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, parse_listen, print_json
+from bbnet.clikit import (
+    CliError,
+    ConfdirOpt,
+    DbOpt,
+    JsonOpt,
+    SettingsOpt,
+    UpstreamOpt,
+    console,
+    parse_listen,
+    print_json,
+)
 from bbnet.ledger import default_path as default_db
 from enforcer.errors import EnforcerError
 
 ListenOpt = Annotated[
     str | None, typer.Option("--listen", help="HOST:PORT for the meter [default: 0.0.0.0:<proxy_port>]",
-                             show_default=False),
-]  # fmt: skip
-UpstreamOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--upstream-map", help="HOST=URL: send HOST's traffic to URL instead (tests, demo); '*' = any"
-    ),
-]
-ConfdirOpt = Annotated[
-    str | None, typer.Option("--confdir", envvar="BBNET_CONFDIR", help="mitmproxy confdir holding the CA",
                              show_default=False),
 ]  # fmt: skip
 LockOpt = Annotated[

@@ -7,21 +7,20 @@ from typing import Annotated
 
 import typer
 
-from bbnet.clikit import CliError, DbOpt, SettingsOpt, console, err_console, parse_listen
+from bbnet.clikit import (
+    CliError,
+    ConfdirOpt,
+    DbOpt,
+    SettingsOpt,
+    UpstreamOpt,
+    console,
+    err_console,
+    parse_listen,
+)
 from bbnet.ledger import Ledger, LedgerError, default_path
 from bbnet.providers import with_extra
 
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT the proxy listens on")]
-UpstreamOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--upstream-map", help="HOST=URL: send HOST's traffic to URL instead (tests, demo); '*' = any"
-    ),
-]
-ConfdirOpt = Annotated[
-    str | None, typer.Option("--confdir", envvar="BBNET_CONFDIR", help="mitmproxy confdir holding the CA",
-                             show_default=False),
-]  # fmt: skip
 
 
 def fail_open_from_env() -> bool:
