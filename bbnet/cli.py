@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bbnet.budget_input import operator_actor, parse_budget, save_budget
 from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, err_console, open_ledger, print_json
 from bbnet.ledger import LedgerError
-from bbnet.limits import SettingsError, parse_limit
-from bbnet.model import MICROS_PER_USD, PERIODS, Budget, PoolView
-from bbnet.names import NameError_, Scope
+from bbnet.limits import SettingsError
+from bbnet.model import MICROS_PER_USD, PoolView
+from bbnet.names import NameError_
 
 app = typer.Typer(
     name="bbnet",
@@ -63,18 +64,11 @@ def budget_set(
     """Create or change a budget. A call is admitted only if every pool on its path has room."""
     from bbnet import settings as settings_mod  # pydantic: only for commands that read settings
 
-    if unit not in ("tokens", "usd"):
-        raise CliError(f"invalid unit {unit!r}: expected tokens or usd")
-    if period not in PERIODS:
-        raise CliError(f"invalid period {period!r}: expected one of {', '.join(PERIODS)}")
-    parsed_scope = Scope.parse(scope)
     known = settings_mod.load(settings).provider_keys()
-    if provider not in known:
-        raise CliError(f"unknown provider {provider!r}: expected one of {', '.join(sorted(known))}")
-    amount = parse_limit(limit, unit)
+    budget = parse_budget(scope, provider, limit, unit, period, known)
     with open_ledger(db) as ledger:
-        ledger.set_budget(Budget(parsed_scope, provider, unit, amount, period, "cli"), known)
-    console.print(f"budget {parsed_scope} {provider}: {_amount(unit, amount)} {unit} per {period}")
+        save_budget(ledger, budget, known, operator_actor())
+    console.print(f"budget {budget.scope} {budget.provider}: {_amount(unit, budget.limit)} {unit} per {period}")
 
 
 @budget_app.command("list")
@@ -166,6 +160,7 @@ def settings_apply(settings: SettingsOpt = None, db: DbOpt = None) -> None:
 def _mount_planes() -> None:
     """Each plane adds its own commands; bbnet/ stays free of their imports until here."""
     from analytics import cli as analytics_cli
+    from dashboard import cli as dashboard_cli
     from enforcer import cli as enforcer_cli
     from enforcer import service_cli
     from meter import cli as meter_cli
@@ -177,6 +172,7 @@ def _mount_planes() -> None:
     enforcer_cli.mount(app, bottle_app)
     service_cli.mount(app)
     analytics_cli.mount(app)
+    dashboard_cli.mount(app)
 
 
 _mount_planes()

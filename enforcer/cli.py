@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bbnet.budget_input import operator_actor
 from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_json
 from bbnet.names import bottle_name
 
@@ -174,7 +175,7 @@ def _action(action: str) -> Any:
         name: Annotated[str, typer.Argument(help="Bottle name")], reason: ReasonOpt = "", db: DbOpt = None
     ) -> None:
         with open_ledger(db) as ledger:
-            state = actions.act(ledger, action, name, reason=reason, actor=f"operator:{_user()}")
+            state = actions.act(ledger, action, name, reason=reason, actor=operator_actor())
         console.print(f"bottle {name}: {state}")
 
     command.__doc__ = {
@@ -185,10 +186,6 @@ def _action(action: str) -> Any:
         "kill": "Cut off, kill every process (cgroup.kill), remove the veth and netns bbnet made.",
     }[action]
     return _guard(command)
-
-
-def _user() -> str:
-    return os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
 
 
 def status(db: DbOpt = None, json_: JsonOpt = False) -> None:
