@@ -90,8 +90,16 @@ class BudgetOps(Store):
         ]
 
     def pools(self, now: float | None = None) -> list[PoolView]:
-        """Every budget's pool in its current period (created if the period just began)."""
+        """Every budget's pool in its current period (created if the period just began).
+
+        A plain read when every pool exists (the common case): readers such as the dashboard then
+        never wait for, or hold, the write lock.
+        """
         now = time.time() if now is None else now
+        with self._lock:
+            rows = self._conn.execute(*self._current_pools_query("1 = 1", now)).fetchall()
+        if all(r["id"] is not None for r in rows):
+            return [pool_from_row(r) for r in rows]
         with self._tx() as c:
             return [pool_from_row(r) for r in self._current_pools(c, "1 = 1", now)]
 
@@ -146,14 +154,7 @@ class BudgetOps(Store):
         A budget whose current pool does not exist yet (a new period, a new budget) gets it created
         here, so the common case is a single query.
         """
-        starts = tuple(arith.period_start(p, now) for p in PERIODS)
-        query = (
-            f"SELECT {_POOL_COLUMNS} FROM budgets b LEFT JOIN pools p ON p.scope = b.scope"
-            " AND p.provider = b.provider AND p.unit = b.unit AND p.period = b.period"
-            " AND p.period_start = CASE b.period WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? END"
-            f" WHERE {where} ORDER BY b.scope, b.provider, b.unit"
-        )
-        params = (*(x for pair in zip(PERIODS, starts, strict=True) for x in pair), *args)
+        query, params = self._current_pools_query(where, now, args)
         rows = c.execute(query, params).fetchall()
         missing = [r for r in rows if r["id"] is None]
         if not missing:
@@ -161,6 +162,19 @@ class BudgetOps(Store):
         for r in missing:
             self._ensure_pool(c, r["scope"], r["provider"], r["unit"], r["period"], now)
         return c.execute(query, params).fetchall()
+
+    @staticmethod
+    def _current_pools_query(
+        where: str, now: float, args: tuple[object, ...] = ()
+    ) -> tuple[str, tuple[object, ...]]:
+        starts = tuple(arith.period_start(p, now) for p in PERIODS)
+        query = (
+            f"SELECT {_POOL_COLUMNS} FROM budgets b LEFT JOIN pools p ON p.scope = b.scope"
+            " AND p.provider = b.provider AND p.unit = b.unit AND p.period = b.period"
+            " AND p.period_start = CASE b.period WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? END"
+            f" WHERE {where} ORDER BY b.scope, b.provider, b.unit"
+        )
+        return query, (*(x for pair in zip(PERIODS, starts, strict=True) for x in pair), *args)
 
     def _path_pool_rows(
         self, c: sqlite3.Connection, chain: list[str], agent: str | None, provider: str, now: float
