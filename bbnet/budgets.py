@@ -194,12 +194,14 @@ class BudgetOps(Store):
         """Check every pool on the call's path and hold the projected amounts in all, or none."""
         now = time.time()
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM usage WHERE key = ?", (req.key,)).fetchone():
-                raise LedgerError(f"call {req.key!r} is already committed")
             held = c.execute(
-                "SELECT tokens, usd_micros FROM reservations WHERE key = ?", (req.key,)
+                "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.tokens, r.usd_micros"
+                " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+                (req.key,),
             ).fetchone()
-            if held is not None:  # a retried reserve: the hold already stands
+            if held["committed"]:
+                raise LedgerError(f"call {req.key!r} is already committed")
+            if held["tokens"] is not None:  # a retried reserve: the hold already stands
                 return ReserveResult(
                     Outcome.ALLOW,
                     req.key,
@@ -260,19 +262,34 @@ class BudgetOps(Store):
         micros = None if cost is None else round(cost * MICROS_PER_USD)
         ts = time.time() if usage.ts is None else usage.ts
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM usage WHERE key = ?", (key,)).fetchone():
+            found = c.execute(
+                "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
+                " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+                (key,),
+            ).fetchone()
+            if found["committed"]:
                 return CommitResult(False, key, cost)
-            self._drop_hold(c, key)
+            holds: dict[int, int] = dict(json.loads(found["pools"])) if found["pools"] else {}
             chain = self._chain(c, usage.bottle)
             exhausted: list[PoolView] = []
             for r in self._path_pool_rows(c, chain, usage.agent, usage.provider, ts):
                 amount = usage.tokens if r["unit"] == "tokens" else (micros or 0)
-                if amount:
-                    c.execute("UPDATE pools SET used = used + ? WHERE id = ?", (amount, r["id"]))
+                held = holds.pop(r["id"], 0)
+                if amount or held:  # the hold moves to used in the same statement
+                    c.execute(
+                        "UPDATE pools SET used = used + ?, reserved = reserved - ? WHERE id = ?",
+                        (amount, held, r["id"]),
+                    )
                 pool = pool_from_row(r)
-                pool = PoolView(**{**pool.__dict__, "used": pool.used + amount})
+                pool = PoolView(
+                    **{**pool.__dict__, "used": pool.used + amount, "reserved": pool.reserved - held}
+                )
                 if pool.exhausted:
                     exhausted.append(pool)
+            for pool_id, held in holds.items():  # held in a pool no longer on the path (a new period)
+                c.execute("UPDATE pools SET reserved = reserved - ? WHERE id = ?", (held, pool_id))
+            if found["pools"] is not None:
+                c.execute("DELETE FROM reservations WHERE key = ?", (key,))
             c.execute(
                 "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"
                 " output_tokens, cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros,"

@@ -68,7 +68,9 @@ def budget_set(
     budget = parse_budget(scope, provider, limit, unit, period, known)
     with open_ledger(db) as ledger:
         save_budget(ledger, budget, known, operator_actor())
-    console.print(f"budget {budget.scope} {budget.provider}: {_amount(unit, budget.limit)} {unit} per {period}")
+    console.print(
+        f"budget {budget.scope} {budget.provider}: {_amount(unit, budget.limit)} {unit} per {period}"
+    )
 
 
 @budget_app.command("list")
