@@ -5,10 +5,37 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bbnet.model import STATES, Action, DesiredState
 from bbnet.store import LedgerError, Store
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """A (bottle, provider)'s usage rows summed: what folding each of them would give."""
+
+    bottle: str
+    provider: str
+    calls: int
+    tokens: int  # input + output
+    micros: int  # priced calls only
+    unpriced: int  # calls of a model without a price (no cost)
+    last_ts: float
+
+
+# Each read below is answered from an index (schema v3), never a scan of the usage table:
+# totals from the covering index usage_totals, in (bottle, provider) order so no sort is needed;
+# the last day through usage_ts (``+id`` keeps the planner off the rowid range, which is all rows);
+# a bottle's latest calls through usage_bottle_id, newest first, stopping after ``limit``.
+USAGE_TOTALS_SQL = (
+    "SELECT bottle, provider, count(*) AS calls, sum(input_tokens + output_tokens) AS tokens,"
+    " coalesce(sum(cost_micros), 0) AS micros, count(*) - count(cost_micros) AS unpriced,"
+    " max(ts) AS last_ts FROM usage WHERE id <= ? GROUP BY bottle, provider ORDER BY bottle, provider"
+)
+USAGE_SINCE_SQL = "SELECT * FROM usage WHERE ts > ? AND +id <= ? ORDER BY +id"
+LATEST_USAGE_SQL = "SELECT * FROM usage WHERE bottle = ? AND id <= ? ORDER BY id DESC LIMIT ?"
 
 
 def _action_from_row(r: Any) -> Action:
@@ -96,6 +123,30 @@ class AuditOps(Store):
             dict(r)
             for r in self._read(f"SELECT * FROM usage WHERE {where} ORDER BY id LIMIT ?", (*args, limit))
         ]
+
+    def last_usage_id(self) -> int:
+        """The newest usage row's id (0 when there is none): the bound for a consistent set of reads."""
+        return int(self._read("SELECT coalesce(max(id), 0) FROM usage")[0][0])
+
+    def usage_summary(self, upto_id: int) -> list[UsageTotals]:
+        """Usage rows with ``id <= upto_id`` summed per (bottle, provider), in that order."""
+        return [
+            UsageTotals(
+                r["bottle"], r["provider"], r["calls"], r["tokens"], r["micros"], r["unpriced"], r["last_ts"]
+            )
+            for r in self._read(USAGE_TOTALS_SQL, (upto_id,))
+        ]
+
+    def usage_since(self, since_ts: float, upto_id: int) -> list[dict[str, Any]]:
+        """Usage rows with ``ts > since_ts`` and ``id <= upto_id``, in id (commit) order."""
+        return [dict(r) for r in self._read(USAGE_SINCE_SQL, (since_ts, upto_id))]
+
+    def latest_usage(self, bottle: str, upto_id: int, limit: int) -> list[dict[str, Any]]:
+        """A bottle's last ``limit`` usage rows with ``id <= upto_id``, oldest first."""
+        if limit < 1:
+            raise LedgerError(f"invalid limit {limit}: expected at least 1")
+        rows = self._read(LATEST_USAGE_SQL, (bottle, upto_id, limit))
+        return [dict(r) for r in reversed(rows)]
 
     def info(self) -> dict[str, Any]:
         """Path, schema version, file sizes and row counts."""

@@ -163,6 +163,7 @@ def _mount_planes() -> None:
     """Each plane adds its own commands; bbnet/ stays free of their imports until here."""
     from analytics import cli as analytics_cli
     from dashboard import cli as dashboard_cli
+    from demo import cli as demo_cli
     from enforcer import cli as enforcer_cli
     from enforcer import service_cli
     from meter import cli as meter_cli
@@ -175,6 +176,7 @@ def _mount_planes() -> None:
     service_cli.mount(app)
     analytics_cli.mount(app)
     dashboard_cli.mount(app)
+    demo_cli.mount(app)
 
 
 _mount_planes()

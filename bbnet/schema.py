@@ -106,6 +106,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE usage ADD COLUMN cost_micros INTEGER;
     UPDATE usage SET cost_micros = CAST(ROUND(cost_usd * 1000000) AS INTEGER) WHERE cost_usd IS NOT NULL;
     """,
+    # v3: read totals and each bottle's latest calls without scanning usage (the dashboard's start):
+    # a covering index grouped by (bottle, provider), and the bottle's rows in commit order
+    """
+    CREATE INDEX usage_totals ON usage(bottle, provider, input_tokens, output_tokens, cost_micros, ts);
+    CREATE INDEX usage_bottle_id ON usage(bottle, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,12 +1,16 @@
 """Dashboard responsiveness with many bottles: time to first render and to apply a refresh.
 
-    .venv/bin/python bench/dashboard_bench.py [--bottles 500] [--calls-per-bottle 20] [--rounds 20]
+    .venv/bin/python bench/dashboard_bench.py [--bottles 500] [--usage-rows 1000000] [--days 30]
+        [--actions 5000] [--rounds 20]
 
-Builds a ledger in a temporary directory (bottles in the ledger only, no kernel), runs the app
-headless at 80×24, and prints one JSON object of figures in milliseconds (medians and maxima):
+Builds a ledger in a temporary directory (bottles and budgets through the ledger API, no kernel;
+usage and action rows written straight into the ledger's own tables with ``executemany``, spread
+evenly over ``--days`` up to now), runs the app headless at 80×24, and prints one JSON object of
+figures in milliseconds (medians and maxima):
 
 - ``first_render_ms``: from starting the app to the table holding every bottle, drawn;
-- ``initial_poll_ms``: of which the first poll (tailing the whole usage table once);
+- ``initial_poll_ms``: the first poll alone (the tally seeded from the ledger's aggregates);
+- ``full_fold_ms``: what the first poll cost before seeding: every usage row tailed and folded;
 - ``refresh_with_commits_ms``: a meter committed a batch of calls (another connection): poll,
   rebuild rows, update the table, draw;
 - ``refresh_idle_ms``: nothing changed: the poll alone (one ``PRAGMA data_version``);
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -29,29 +35,72 @@ from bbnet.ledger import Ledger
 from bbnet.model import Bottle, Budget, UsageRecord
 from bbnet.names import Scope
 from dashboard.app import Dashboard
-from dashboard.feed import LedgerFeed
+from dashboard.feed import PAGE, LedgerFeed
+from dashboard.tally import DAY, Tally, call_from_row
 from dashboard.widgets import BottleTable
 
+USAGE_INSERT = (
+    "INSERT INTO usage (key, ts, bottle, agent, provider, model, host, path, input_tokens, output_tokens,"
+    " cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros, estimated, stream,"
+    " status, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?, 0, 1, 200, 900.0)"
+)
+ACTION_INSERT = "INSERT INTO actions (ts, bottle, action, actor, reason, result, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+CALLS = (  # provider, model, host, path, micro-USD of 800 in + 200 out (None: unpriced)
+    ("anthropic", "claude-sonnet-4-5", "api.anthropic.com", "/v1/messages", 5400),
+    ("openai", "gpt-4o", "api.openai.com", "/v1/chat/completions", 4000),
+    ("openai", "local-finetune", "api.openai.com", "/v1/chat/completions", None),
+)
 
-def build(path: Path, bottles: int, calls_per_bottle: int) -> None:
+
+def build(path: Path, bottles: int, usage_rows: int, days: float, actions: int) -> None:
     now = time.time()
+    names = [f"b{i:04d}" for i in range(bottles)]
     with Ledger.open(path) as ledger:
         ledger.set_budget(Budget(Scope.global_(), "anthropic", "tokens", 10**12))
-        for i in range(bottles):
-            name = f"b{i:04d}"
+        for i, name in enumerate(names):
             ledger.add_bottle(
                 Bottle(name, veth=f"bb-{name}", addresses=(f"10.243.{i // 64}.{(i % 64) * 4 + 2}/30",))
             )
-            ledger.set_budget(Budget(Scope.of_bottle(name), "anthropic", "tokens", 1_000_000))
-        for k in range(calls_per_bottle):
-            for i in range(bottles):
-                ledger.commit(
-                    f"c{k}-{i}",
-                    UsageRecord(f"b{i:04d}", "main", "anthropic", "claude-sonnet-4-5", 800, 200,
-                                ts=now - 6 * 3600 + k * 600 + i * 0.1, status=200),
-                )  # fmt: skip
-            if k % 5 == 0:
-                ledger.record_action(f"b{k:04d}", "cutoff", "controller", "bench", "ok", 1.0)
+            ledger.set_budget(Budget(Scope.of_bottle(name), "anthropic", "tokens", 10**9))
+    rnd = random.Random(1)
+    span = days * DAY
+    step = span / max(1, usage_rows)
+
+    def usage() -> Any:
+        for n in range(usage_rows):
+            provider, model, host, api, micros = CALLS[
+                0 if n % 7 else 1 + n % 2
+            ]  # one in 7 openai, half unpriced
+            cost = None if micros is None else micros / 1e6
+            yield (f"bench-{n}", now - span + n * step, rnd.choice(names), rnd.choice(("main", "sub")),
+                   provider, model, host, api, 800, 200, cost, micros)  # fmt: skip
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.executemany(USAGE_INSERT, usage())
+        conn.executemany(
+            ACTION_INSERT,
+            (
+                (now - span + k * span / max(1, actions), rnd.choice(names), "cutoff", "controller",
+                 "budget exhausted", "ok", 1.0)
+                for k in range(actions)
+            ),
+        )  # fmt: skip
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def full_fold_ms(path: Path) -> float:
+    """The start-up before seeding: tail every usage row from the first and fold it in."""
+    with Ledger.open(path, create=False) as ledger:
+        started = time.perf_counter()
+        tally, now = Tally(), time.time()
+        while True:
+            page = ledger.usage(since_id=tally.last_id, limit=PAGE)
+            tally.add((call_from_row(r) for r in page), now)
+            if len(page) < PAGE:
+                return (time.perf_counter() - started) * 1000
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -103,6 +152,7 @@ async def measure(path: Path, bottles: int, rounds: int) -> dict[str, Any]:
     return {
         "first_render_ms": round(first_render, 1),
         "initial_poll_ms": round(initial_poll, 1),
+        "full_fold_ms": round(full_fold_ms(path), 1),
         "refresh_with_commits_ms": stats(with_commits),
         "refresh_idle_ms": stats(idle),
         "redraw_ms": stats(redraw),
@@ -113,18 +163,29 @@ async def measure(path: Path, bottles: int, rounds: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--bottles", type=int, default=500)
-    parser.add_argument("--calls-per-bottle", type=int, default=20)
+    parser.add_argument("--usage-rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=float, default=30.0, help="the usage rows span this many days")
+    parser.add_argument("--actions", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    if args.bottles < 1 or args.usage_rows < 0 or args.days <= 0 or args.actions < 0 or args.rounds < 1:
+        parser.error("expected --bottles and --rounds >= 1, --usage-rows and --actions >= 0, --days > 0")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ledger.db"
-        build(path, args.bottles, args.calls_per_bottle)
+        started = time.perf_counter()
+        build(path, args.bottles, args.usage_rows, args.days, args.actions)
+        build_s = time.perf_counter() - started
         figures = asyncio.run(measure(path, args.bottles, args.rounds))
+        db_mb = path.stat().st_size / 1e6
     print(
         json.dumps(
             {
                 "bottles": args.bottles,
-                "usage_rows": args.bottles * args.calls_per_bottle,
+                "usage_rows": args.usage_rows,
+                "last_day_rows": round(args.usage_rows * min(1.0, 1 / args.days)),
+                "actions": args.actions,
+                "ledger_mb": round(db_mb, 1),
+                "build_s": round(build_s, 1),
                 "terminal": "80x24",
                 **figures,
             },

@@ -3,8 +3,10 @@
 Each poll first asks SQLite whether any other connection committed since the last poll
 (``PRAGMA data_version``). If not, nothing is read. If so, new usage and action rows are tailed
 by id (only rows never seen before), and the small tables (bottles, desired states, pools) are
-reread. The dashboard's own writes (an operator action, a budget) do not move ``data_version`` for
-its own connection, so it calls :meth:`LedgerFeed.invalidate` after each.
+reread. The first poll does not tail usage from the first row: it seeds the tally from indexed
+aggregates (:meth:`dashboard.tally.Tally.seeded`), so start-up does not read every row ever
+committed. The dashboard's own writes (an operator action, a budget) do not move ``data_version``
+for its own connection, so it calls :meth:`LedgerFeed.invalidate` after each.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from bbnet.ledger import Ledger
 from bbnet.model import Action, Bottle, DesiredState, PoolView
 from dashboard.rows import BottleRow, build_rows, index_pools, limiting_pools
-from dashboard.tally import BottleUsage, Tally, call_from_row
+from dashboard.tally import DAY, RECENT_CALLS, BottleUsage, Tally, call_from_row
 
 PAGE = 5000  # rows per tail query
 FEED_ACTIONS = 200  # actions kept for the feed
@@ -57,6 +59,7 @@ class LedgerFeed:
         self._version: int | None = None
         self._pools_read_at = float("-inf")
         self._stale = True
+        self._seeded = False
 
     def invalidate(self) -> None:
         """Reread everything on the next poll (after this process wrote to the ledger itself)."""
@@ -71,7 +74,8 @@ class LedgerFeed:
                 return Poll(True, (), frozenset())
             return Poll(False, (), frozenset())
         self._version, self._stale = version, False
-        touched = self._tail_usage(now)
+        touched = set() if self._seeded else self._seed_usage(now)
+        touched |= self._tail_usage(now)
         actions = self._tail_actions()
         touched |= {a.bottle for a in actions if a.bottle is not None}
         self._read_tables(now)
@@ -93,6 +97,19 @@ class LedgerFeed:
             usage=self.tally.usage(name),
             history=tuple(self._history.get(name, ())),
         )
+
+    def _seed_usage(self, now: float) -> set[str]:
+        """Fill the tally with every usage row so far, read as aggregates; return the bottles seen."""
+        upto = self.ledger.last_usage_id()  # first: rows committed after it are tailed next
+        totals = self.ledger.usage_summary(upto)
+        bottles = sorted({t.bottle for t in totals})
+        last_day = [call_from_row(r) for r in self.ledger.usage_since(now - DAY, upto)]
+        latest = [
+            call_from_row(r) for name in bottles for r in self.ledger.latest_usage(name, upto, RECENT_CALLS)
+        ]
+        self.tally = Tally.seeded(upto, totals, last_day, latest, now)
+        self._seeded = True
+        return set(bottles)
 
     def _tail_usage(self, now: float) -> set[str]:
         touched: set[str] = set()

@@ -3,6 +3,10 @@
 The dashboard tails the ``usage`` table by id and folds each new row in here once, so a refresh
 never rescans usage. Burn rates keep running sums over the last hour and the last 24 hours: adding
 a call and letting one age out are O(1), whatever the size of the ledger.
+
+At start-up the tally is not folded from every row (a cost that grows with every call ever made) but
+:meth:`Tally.seeded` from what the ledger sums with its indexes: totals per (bottle, provider), the
+calls of the last day, and each bottle's latest calls. That gives exactly what the fold would.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics.budgets import Burn
+from bbnet.audit import UsageTotals
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -58,6 +63,7 @@ class BottleUsage:
     tokens: int
     micros: int
     calls: int
+    unpriced: int  # calls without a price: not in ``micros``
     providers: tuple[str, ...]  # by tokens, most first
     last_call: float | None
     recent: tuple[Call, ...]
@@ -68,6 +74,7 @@ class _Totals:
     tokens: int = 0
     micros: int = 0
     calls: int = 0
+    unpriced: int = 0
     last_call: float | None = None
     by_provider: dict[str, int] = field(default_factory=dict)
     recent: deque[Call] = field(default_factory=lambda: deque(maxlen=RECENT_CALLS))
@@ -114,6 +121,38 @@ class Tally:
         self._hour = _Window(HOUR)
         self._day = _Window(DAY)
 
+    @classmethod
+    def seeded(
+        cls,
+        upto_id: int,
+        totals: Iterable[UsageTotals],
+        last_day: Iterable[Call],
+        latest: Iterable[Call],
+        now: float,
+    ) -> Tally:
+        """The tally that folding every usage row with ``id <= upto_id`` at ``now`` would give.
+
+        ``totals``: the rows summed per (bottle, provider); ``last_day``: every call with
+        ``ts > now - DAY``, in id order (the burn windows keep them to age them out); ``latest``:
+        each bottle's last :data:`RECENT_CALLS` calls, in id order.
+        """
+        tally = cls()
+        tally.last_id = upto_id
+        for row in totals:
+            t = tally._totals.setdefault(row.bottle, _Totals())
+            t.tokens += row.tokens
+            t.micros += row.micros
+            t.calls += row.calls
+            t.unpriced += row.unpriced
+            t.last_call = row.last_ts if t.last_call is None else max(t.last_call, row.last_ts)
+            t.by_provider[row.provider] = row.tokens
+        for call in latest:
+            tally._totals[call.bottle].recent.append(call)
+        for call in last_day:
+            tally._hour.add(call, now)
+            tally._day.add(call, now)
+        return tally
+
     def add(self, calls: Iterable[Call], now: float) -> set[str]:
         """Fold in new calls; return the bottles they touched."""
         touched: set[str] = set()
@@ -125,6 +164,7 @@ class Tally:
             t.tokens += call.tokens
             t.micros += call.cost_micros or 0
             t.calls += 1
+            t.unpriced += int(call.cost_micros is None)
             t.last_call = call.ts if t.last_call is None else max(t.last_call, call.ts)
             t.by_provider[call.provider] = t.by_provider.get(call.provider, 0) + call.tokens
             t.recent.append(call)
@@ -138,7 +178,7 @@ class Tally:
         if t is None:
             return None
         providers = tuple(sorted(t.by_provider, key=lambda p: (-t.by_provider[p], p)))
-        return BottleUsage(t.tokens, t.micros, t.calls, providers, t.last_call, tuple(t.recent))
+        return BottleUsage(t.tokens, t.micros, t.calls, t.unpriced, providers, t.last_call, tuple(t.recent))
 
     def burns(self, now: float) -> list[Burn]:
         """Usage over the last hour and day per (bottle, agent, provider), as the budget helpers take it."""

@@ -137,8 +137,9 @@ def detail_text(detail: Detail, now: float) -> Text:
     out.append(" ".join(b.addresses) or "no address")
     if detail.usage is not None:
         u = detail.usage
+        unpriced = f" (+{u.unpriced} unpriced)" if u.unpriced else ""  # USD undercounts those calls
         out.append(
-            f"\n{u.calls} calls · {fmt.tokens(u.tokens)} tokens · {fmt.usd(u.micros)} · last"
+            f"\n{u.calls} calls · {fmt.tokens(u.tokens)} tokens · {fmt.usd(u.micros)}{unpriced} · last"
             f" {fmt.ago(u.last_call, now)} ago · {', '.join(u.providers)}"
         )
     out.append("\npools, root first\n", style="bold underline")

@@ -13,7 +13,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bbnet.ledger import Ledger, LedgerError
@@ -49,13 +48,14 @@ class Exhausted:
 
 class Controller:
     def __init__(self, ledger: Ledger, nft: Nft, settings: Settings, *, period: float = 0.25,
-                 sweep_every: float = 5.0, restore_every: float = 10.0) -> None:  # fmt: skip
+                 sweep_every: float = 5.0, restore_every: float = 10.0, grace: float = 0.05) -> None:  # fmt: skip
         self.ledger = ledger
         self.nft = nft
         self.settings = settings
         self.period = period
         self.sweep_every = sweep_every
         self.restore_every = restore_every
+        self.grace = grace  # seconds a cut waits for the answer in flight (see enforce)
         self._queue: queue.Queue[Exhausted | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._version: int | None = None
@@ -118,8 +118,11 @@ class Controller:
         """Level-triggered pass: apply desired-state changes, repair drift."""
         version = self.ledger.data_version()
         if version != self._version:
-            self._version = version
-            self.apply_changes()
+            try:
+                self.apply_changes()
+                self._version = version
+            except NftError as e:  # bbnet's table itself is wrong: repair_drift puts it all back
+                log.info("changes wait for the drift repair: %s", e)
         self.repair_drift()
 
     def _kernel_view(self) -> tuple[list[KernelBottle], dict[str, str]]:
@@ -175,11 +178,16 @@ class Controller:
         return True
 
     def enforce(self, item: Exhausted) -> None:
-        """Apply the bottle's policy (and its descendants', for a bottle pool), audited."""
-        pool = item.pools[0]  # the governing pool: named in the reason
-        for name in enforce_targets(
-            item.pools, item.bottle, {b.name: b.parent for b in self.ledger.bottles()}
-        ):
+        """Apply each target bottle's policy (see :func:`targets`), audited with the pool that tripped.
+
+        Waits until ``grace`` after the meter noticed: the answer that spent the pool (or the 429
+        that found it spent) is still on its way to the bottle, and the cut would drop it.
+        """
+        wait = item.noticed + self.grace - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        parents = {b.name: b.parent for b in self.ledger.bottles()}
+        for pool, name in [(p, n) for p in item.pools for n in targets(p, item.bottle, parents)]:
             if self.ledger.desired_state(name).state != "open":
                 continue
             bottle = self.ledger.get_bottle(name)
@@ -237,29 +245,26 @@ def _path_scopes(bottle: str, ledger: Ledger) -> set[str]:
 
 
 def targets(pool: PoolView, bottle: str, parents: dict[str, str | None]) -> list[str]:
-    """Bottles to enforce on when ``bottle`` exhausted ``pool`` (pure).
+    """Bottles to enforce on when ``bottle`` found ``pool`` exhausted (pure).
 
-    The bottle itself, always; for a bottle pool also every bottle under that pool's bottle (they
-    share it). Global and agent pools name only the bottle that hit them: other bottles meet the
-    exhausted pool at their own next call, and are enforced on then.
+    - an agent's pool: none — the meter's DENY stops that agent, the bottle's other agents go on;
+    - a pool for every provider (``*``): every bottle under the pool's scope (all, for ``global``):
+      none of them can make any call the pool would admit;
+    - one provider's pool: the bottle that hit it. The others under it may use other providers;
+      each is enforced on when its own next call to that provider finds the pool spent.
     """
-    found = [bottle] if bottle in parents else []
-    if pool.scope.startswith("bottle:"):
-        root = pool.scope.removeprefix("bottle:")
-        for name in sorted(parents):
-            current: str | None = name
-            while current is not None and current != root:
-                current = parents.get(current)
-            if current == root and name not in found:
-                found.append(name)
+    if pool.scope.startswith("agent:") or bottle not in parents:
+        return []
+    if pool.provider != "*":
+        return [bottle]
+    if pool.scope == "global":
+        return sorted(parents)
+    root = pool.scope.removeprefix("bottle:")
+    found = []
+    for name in sorted(parents):
+        current: str | None = name
+        while current is not None and current != root:
+            current = parents.get(current)
+        if current == root:
+            found.append(name)
     return found
-
-
-def enforce_targets(pools: Sequence[PoolView], bottle: str, parents: dict[str, str | None]) -> list[str]:
-    """The union of :func:`targets` over ``pools``, in order."""
-    seen: list[str] = []
-    for pool in pools:
-        for name in targets(pool, bottle, parents):
-            if name not in seen:
-                seen.append(name)
-    return seen

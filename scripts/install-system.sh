@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the Debian/Ubuntu packages bbnet needs (idempotent; apt runs only when something is missing).
+# Install the Debian/Ubuntu packages bbnet needs, plus any named as arguments (the tests' tools).
+# Idempotent: apt runs only when something is missing.
 set -euo pipefail
-pkgs=(nftables libnftables1 iproute2 ca-certificates procps)
+pkgs=(nftables libnftables1 iproute2 ca-certificates procps "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,84 @@
+"""SIGKILL `bbnet serve` while agents stream through it, and start it again: the cutoffs are back
+in the kernel, the dead meter's leases are swept, and the ledger has exactly one usage row for each
+call an agent saw complete (none for the calls the kill broke).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from meter.sim import start_sim
+from tests.service.harness import (
+    Agent,
+    Service,
+    create_bottle,
+    cut_in_kernel,
+    eventually,
+    remove_table,
+    start_agent,
+)
+
+pytestmark = pytest.mark.root
+
+# --give-up-after: the agents keep calling through the seconds the service is down
+LOOP = ("--calls", "25", "--max-tokens", "64", "--stream-every", "1", "--interval", "0.05",
+        "--timeout", "2", "--give-up-after", "400")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    """Slow streams (16 chunks, 10 ms apart): a kill almost always finds calls in flight."""
+    handle = start_sim(chunk_delay_ms=10)
+    try:
+        yield handle.url
+    finally:
+        handle.stop()
+
+
+def reservations(svc: Service) -> list[dict[str, object]]:
+    with svc.ledger() as ledger:
+        return ledger.reservations()
+
+
+def fresh_reservation(svc: Service) -> bool:
+    """A call is in flight and far from its end (its stream takes ~160 ms)."""
+    return any(time.time() - float(r["created_at"]) < 0.05 for r in reservations(svc))  # type: ignore[arg-type]
+
+
+def test_sigkill_mid_stream_then_restart(service: Service, agents: list[Agent]) -> None:
+    cut = create_bottle(service, "rscut")
+    busy = create_bottle(service, "rsbusy", "--budget", "openai=10M")
+    service.ok("cutoff", cut.name, "--reason", "before the crash")
+    agents += [start_agent(service, busy, "openai", *LOOP) for _ in range(2)]
+    eventually(lambda: all(len(a.outcomes("ok")) >= 3 for a in agents), 30, "both agents get answers")
+
+    eventually(lambda: fresh_reservation(service), 10, "a call in flight")
+    service.kill()
+    held = reservations(service)
+    assert held, "the kill found no call in flight"
+    remove_table()  # as after a reboot: the kernel forgot, the ledger did not
+    assert cut.veth not in cut_in_kernel()
+
+    service.start()
+    eventually(lambda: cut.veth in cut_in_kernel(), 2, "the cutoff is back in the kernel")
+    eventually(lambda: not reservations(service), 10, "the dead meter's leases are swept")
+    for agent in agents:
+        assert agent.wait(60) == 0
+        failed = [line["i"] for line in agent.outcomes("error")]
+        assert failed, "the kill broke no call and refused none"
+        assert agent.outcomes("ok")[-1]["i"] > max(failed), "calls succeed again after the restart"
+
+    with service.ledger() as ledger:
+        rows = ledger.usage(bottle=busy.name, limit=100000)
+        pool = next(p for p in ledger.pools() if p.scope == f"bottle:{busy.name}")
+    ok = [line for a in agents for line in a.outcomes("ok")]
+    assert len(ok) > len(agents) * 3  # calls completed before the kill and after the restart
+    assert len(rows) == len(ok) and len({r["key"] for r in rows}) == len(rows)
+    assert sorted((r["input_tokens"], r["output_tokens"]) for r in rows) == sorted(
+        (line["input_tokens"], line["output_tokens"]) for line in ok
+    )
+    assert pool.used == sum(r["input_tokens"] + r["output_tokens"] for r in rows) and pool.reserved == 0
+    assert not {str(r["key"]) for r in held} & {r["key"] for r in rows}  # broken calls: swept, not billed
