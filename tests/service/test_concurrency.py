@@ -70,6 +70,8 @@ def test_four_streams_without_max_tokens_stay_within_the_limit(service: Service)
     counts = probe(service, bottle, "nocap", bottle.proxy_url, service.ca, "4", "15")
     used, reserved, rows = committed(service, bottle.name)
     print(f"\nwithout max_tokens: {counts}; used {used} of {LIMIT} (overshoot {max(used - LIMIT, 0)})")
-    assert counts["ok"] == len(rows) > 4
+    # Without max_tokens each call holds the model's whole output cap, so calls beside it are refused
+    # (fail-closed): few succeed, but every success is one row and nothing overshoots.
+    assert counts["ok"] == len(rows) >= 1
     assert used == tokens(rows) <= LIMIT
     assert reserved == 0
