@@ -106,9 +106,3 @@ class Ledger(BudgetOps, AuditOps):
                     f"bottle {name!r} still has child bottles: {', '.join(r[0] for r in children)}"
                 )
             c.execute("UPDATE bottles SET removed_at = ? WHERE name = ?", (time.time(), name))
-
-    def bottle_for_address(self, ip: str) -> Bottle | None:
-        for b in self.bottles():
-            if any(a.split("/", 1)[0] == ip for a in b.addresses):
-                return b
-        return None

@@ -60,7 +60,6 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._version: int | None = None
         self._applied: dict[str, str] = {}
-        self.latencies_ms: list[float] = []  # wake-up → kernel, for the service bench
 
     # -- what other threads call ---------------------------------------------------------------
 
@@ -204,7 +203,6 @@ class Controller:
                 raise
             self._applied[name] = state
             waited = (time.monotonic() - item.noticed) * 1000
-            self.latencies_ms.append(waited)
             self.ledger.record_action(
                 name, POLICY_ACTION[bottle.policy], ACTOR, reason, "ok", (time.perf_counter() - started) * 1000,
                 {"scope": pool.scope, "provider": pool.provider, "unit": pool.unit, "limit": pool.limit,
