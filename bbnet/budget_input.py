@@ -7,6 +7,7 @@ exactly the same input and leave the same audit row.
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Iterable
 
 from bbnet.ledger import Ledger
@@ -16,8 +17,13 @@ from bbnet.names import Scope
 
 
 def operator_actor() -> str:
-    """``operator:<user>``: the login behind sudo, else the user, else the uid."""
-    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+    """``operator:<user>``: the login behind sudo, else the user running bbnet (by name if it has one)."""
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER")
+    if not user:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
     return f"operator:{user}"
 
 
