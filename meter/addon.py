@@ -129,8 +129,7 @@ class Meter:
             return
         source = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         try:
-            bottle = self.directory.bottle_for(source)
-            state = self.directory.state_of(bottle.name) if bottle else "open"
+            bottle, state = self.directory.lookup(source)
         except LedgerError as e:
             self._unavailable(flow, match, str(e))
             return

@@ -34,14 +34,8 @@ class Directory:
         self._states = {s.bottle: s.state for s in self._ledger.desired_states()}
         self._version = version
 
-    def invalidate(self) -> None:
-        self._version = None
-
-    def bottle_for(self, address: str) -> Bottle | None:
+    def lookup(self, address: str) -> tuple[Bottle | None, str]:
+        """The bottle that owns ``address`` (None: no bottle) and its desired state."""
         self._refresh()
-        ip = address.removeprefix("::ffff:")  # IPv4-mapped, as dual-stack sockets report it
-        return self._by_address.get(ip)
-
-    def state_of(self, bottle: str) -> str:
-        self._refresh()
-        return self._states.get(bottle, "open")
+        bottle = self._by_address.get(address.removeprefix("::ffff:"))  # IPv4-mapped, as dual-stack reports
+        return bottle, self._states.get(bottle.name, "open") if bottle else "open"
