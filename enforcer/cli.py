@@ -71,6 +71,15 @@ def _launch(name: str, parent: str | None, policy: str | None, budget: list[str]
                           proxy_port or s.proxy_port, default_budgets=defaults)  # fmt: skip
 
 
+def _show(made: Any, json_: bool) -> None:
+    if json_:
+        print_json(_bottle_json(made))
+    else:
+        console.print(
+            f"bottle {made.name}: {made.veth} {', '.join(made.addresses)} proxy {made.labels['proxy']}"
+        )
+
+
 def _bottle_json(b: Any) -> dict[str, Any]:
     return {"name": b.name, "parent": b.parent, "netns": b.netns, "veth": b.veth, "addresses": list(b.addresses),
             "cgroup": b.cgroup, "policy": b.policy, "managed": b.managed, "labels": b.labels}  # fmt: skip
@@ -107,12 +116,7 @@ def create(
             addr=addr,
             pool=pool or _settings(settings).address_pool,
         )
-    if json_:
-        print_json(_bottle_json(made))
-    else:
-        console.print(
-            f"bottle {made.name}: {made.veth} {', '.join(made.addresses)} proxy {made.labels['proxy']}"
-        )
+    _show(made, json_)
 
 
 def register(
@@ -144,12 +148,7 @@ def register(
         made = bottles.register(
             ledger, _launch(name, parent, policy, budget, allow, proxy_port, settings), found, cgroup=cgroup
         )
-    if json_:
-        print_json(_bottle_json(made))
-    else:
-        console.print(
-            f"bottle {made.name}: {made.veth} {', '.join(made.addresses)} proxy {made.labels['proxy']}"
-        )
+    _show(made, json_)
 
 
 def exec_(
