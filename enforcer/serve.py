@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bbnet.ledger import Ledger
 from bbnet.providers import with_extra
@@ -21,6 +21,9 @@ from enforcer.bottles import require_root
 from enforcer.controller import Controller
 from enforcer.errors import EnforcerError
 from enforcer.nft import Nft
+
+if TYPE_CHECKING:
+    from meter.addon import Upstream
 
 log = logging.getLogger("bbnet.serve")
 DEFAULT_LOCK = "/run/bbnet/serve.lock"
@@ -76,14 +79,13 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, upstream: list[str],
+def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, upstream: dict[str, Upstream],
           lock: str, fail_open: bool) -> None:  # fmt: skip
     """Run until SIGTERM/SIGINT. Raises a user-facing error if anything needed is missing."""
-    from meter.addon import Meter, parse_upstream_map
+    from meter.addon import Meter
     from meter.proxy import serve_forever
 
     require_root()
-    upstream_map = parse_upstream_map(upstream)
     with single_instance(lock):
         meter_ledger = Ledger.open(db)
         synced = meter_ledger.sync_budgets(settings.global_budgets())
@@ -95,7 +97,7 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
         )
         controller = Controller(Ledger.open(db), Nft(), settings)
         controller.start()
-        meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream_map,
+        meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream,
                       catalogue=with_extra(settings.extra_providers()), on_commit=controller.notify_commit,
                       on_exhausted=controller.notify_exhausted)  # fmt: skip
         previous = signal.signal(signal.SIGTERM, _sigterm)

@@ -43,12 +43,14 @@ def serve(
     """Run the meter and the controller: budgets enforced in the kernel, drift repaired."""
     from bbnet import settings as settings_mod
     from enforcer import serve as service
+    from meter.addon import parse_upstream_map
     from meter.proxy import default_confdir, setup_logging
     from meter.run_cli import fail_open_from_env
 
     path = settings or settings_mod.default_path()
-    s = settings_mod.load(path)  # a bad file stops here, before anything starts
+    s = settings_mod.load(path)  # bad input stops here, before anything starts or logs
     host, port = parse_listen(listen or f"0.0.0.0:{s.proxy_port}")
+    upstream = parse_upstream_map(upstream_map or [])
     setup_logging()
     if not Path(path).exists():
         import logging
@@ -58,7 +60,7 @@ def serve(
         )
     try:
         service.serve(s, db=db or default_db(), host=host, port=port, confdir=confdir or default_confdir(),
-                      upstream=upstream_map or [], lock=lock or service.default_lock(),
+                      upstream=upstream, lock=lock or service.default_lock(),
                       fail_open=s.fail_open or fail_open_from_env())  # fmt: skip
     except EnforcerError as e:
         raise CliError(str(e)) from None
