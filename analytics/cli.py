@@ -18,7 +18,7 @@ from rich.console import Console
 from analytics.errors import ReportError
 from analytics.queries import BY_KEYS, Filters, parse_by
 from analytics.when import window
-from bbnet.clikit import DbOpt
+from bbnet.clikit import DbOpt, exit_with_error
 from bbnet.names import NameError_, bottle_name
 from bbnet.store import default_path
 
@@ -152,8 +152,7 @@ def _run(
                 report = reports.budgets(reader, now, filters.bottle)
         _emit(report, fmt, output)
     except ReportError as e:
-        typer.echo(f"bbnet: error: {e}", err=True)
-        raise typer.Exit(2) from None
+        exit_with_error(e)
 
 
 @app.command("usage")

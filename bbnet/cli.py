@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from bbnet.budget_input import operator_actor, parse_budget, save_budget
-from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, err_console, open_ledger, print_json
+from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_error, print_json
 from bbnet.ledger import LedgerError
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, PoolView
@@ -187,5 +187,5 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as e:
-        err_console.print(f"bbnet: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        print_error(e)
         sys.exit(2)

@@ -53,6 +53,17 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+def print_error(message: object) -> None:
+    """The one shape of a user-facing error: a single line on stderr."""
+    err_console.print(f"bbnet: error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def exit_with_error(message: object) -> NoReturn:
+    """Print the error and exit 2 from inside a command (works under any Typer runner)."""
+    print_error(message)
+    raise typer.Exit(2)
+
+
 def open_ledger(db: str | None, *, create: bool = True) -> Ledger:
     return Ledger.open(db or default_path(), create=create)
 

@@ -63,9 +63,8 @@ def _settings(path: str | None) -> Settings:
 
 
 def _launch(name: str, parent: str | None, policy: str | None, budget: list[str] | None, allow: list[str] | None,
-            proxy_port: int | None, settings: str | None) -> bottles.Launch:  # fmt: skip
+            proxy_port: int | None, s: Settings) -> bottles.Launch:  # fmt: skip
     """The launch, with what the command line leaves out taken from the settings file."""
-    s = _settings(settings)
     defaults = tuple(s.launch_budgets(name)) if bottle_name(name) else ()
     return bottles.Launch(name, parent, policy or s.shutdown, tuple(budget or ()), tuple(allow or ()),
                           proxy_port or s.proxy_port, default_budgets=defaults)  # fmt: skip
@@ -109,13 +108,10 @@ def create(
     json_: JsonOpt = False,
 ) -> None:
     """Make a bottle: netns, veth pair, addresses, route, cgroup, rules; undone on any error."""
+    s = _settings(settings)
+    launch = _launch(name, parent, policy, budget, allow, proxy_port, s)
     with open_ledger(db) as ledger:
-        made = bottles.create(
-            ledger,
-            _launch(name, parent, policy, budget, allow, proxy_port, settings),
-            addr=addr,
-            pool=pool or _settings(settings).address_pool,
-        )
+        made = bottles.create(ledger, launch, addr=addr, pool=pool or s.address_pool)
     _show(made, json_)
 
 
@@ -146,7 +142,10 @@ def register(
     found = bottles.find(netns=netns, pid=pid, veth=veth, addrs=tuple(addr or ()), proxy=proxy)
     with open_ledger(db) as ledger:
         made = bottles.register(
-            ledger, _launch(name, parent, policy, budget, allow, proxy_port, settings), found, cgroup=cgroup
+            ledger,
+            _launch(name, parent, policy, budget, allow, proxy_port, _settings(settings)),
+            found,
+            cgroup=cgroup,
         )
     _show(made, json_)
 

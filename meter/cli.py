@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bbnet.clikit import console, err_console
+from bbnet.clikit import console, err_console, exit_with_error
 from bbnet.ledger import Ledger, LedgerError
 from meter import replay as rp
 
@@ -56,19 +56,15 @@ def replay_command(
     ] = rp.DEFAULT_CHUNK_SIZE,
 ) -> None:
     """Meter every entry of FILE with the live meter's code; one JSON line per entry, in order."""
-    err = err_console
     if db is not None and bottle is None:
-        err.print("error: --db needs --bottle (the bottle the backfilled usage is charged to)")
-        raise typer.Exit(2)
+        exit_with_error("--db needs --bottle (the bottle the backfilled usage is charged to)")
     try:
         ledger = Ledger.open(db, create=False) if db is not None else None
     except LedgerError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
+        exit_with_error(exc)
     try:
         if ledger is not None and bottle is not None and ledger.get_bottle(bottle) is None:
-            err.print(f"error: no bottle named {bottle!r} in {db}")
-            raise typer.Exit(2)
+            exit_with_error(f"no bottle named {bottle!r} in {db}")
         digest = rp.file_digest(file) if ledger is not None else ""
         rows: list[dict[str, object]] = []
         recorded = 0
@@ -83,10 +79,9 @@ def replay_command(
         if fmt is Format.table:
             console.print(_table(rows))
         if ledger is not None:
-            err.print(f"recorded {recorded} new usage rows in {db}")
+            err_console.print(f"recorded {recorded} new usage rows in {db}")
     except (rp.ReplayError, LedgerError, OSError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
+        exit_with_error(exc)
     finally:
         if ledger is not None:
             ledger.close()
