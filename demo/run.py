@@ -300,20 +300,41 @@ class Demo:
         db = str(self.db)
         procs.run_shown(self.command("report", "cost", "--db", db), self.out)
         procs.run_shown(self.command("report", "actions", "--db", db), self.out)
-        report = json.loads(
-            procs.run_captured([self.bbnet, "report", "cost", "--format", "json", "--db", db])
-        )
+        report, rows = self.settled_report(db)
         with Ledger.open(self.db, create=False) as ledger:
-            rows, page = [], ledger.usage(limit=1000)
-            while page:
-                rows += page
-                page = ledger.usage(since_id=page[-1]["id"], limit=1000)
             self.summary["actions"] = [
                 {"id": a.id, "bottle": a.bottle, "action": a.action, "actor": a.actor, "reason": a.reason,
                  "result": a.result} for a in ledger.actions()
             ]  # fmt: skip
         self.summary["report_totals"] = report_totals(report)
         self.summary["ledger_totals"] = ledger_totals(rows)
+        self.summary["ledger_last_id"] = rows[-1]["id"] if rows else 0
+
+    def settled_report(self, db: str, attempts: int = 5) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``report cost --format json`` and the ledger's usage rows, read around the same moment.
+
+        The meter is still serving, and a request the agent sent just before its cutoff can still
+        arrive: the kernel keeps retransmitting an orphaned socket's data, and once the bottle is
+        restored the meter receives, forwards and meters it. So the ledger is read before and after
+        the report, and the pair is kept only when no usage row landed in between.
+        """
+        for _ in range(attempts):
+            before = self.usage_rows()
+            report = json.loads(
+                procs.run_captured([self.bbnet, "report", "cost", "--format", "json", "--db", db])
+            )
+            if self.usage_rows() == before:
+                return report, before
+            self.say("  [dim](a late call was metered while the report ran: reading again)[/]")
+        raise procs.DemoError(f"the ledger kept changing under {attempts} reports in a row")
+
+    def usage_rows(self) -> list[dict[str, Any]]:
+        with Ledger.open(self.db, create=False) as ledger:
+            rows, page = [], ledger.usage(limit=1000)
+            while page:
+                rows += page
+                page = ledger.usage(since_id=page[-1]["id"], limit=1000)
+        return rows
 
     # -- the end -----------------------------------------------------------------------------------
 

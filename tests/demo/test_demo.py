@@ -105,9 +105,11 @@ def test_demo_cuts_off_in_the_kernel_reports_add_up_and_cleans_up(run: Run) -> N
     for bottle, calls, tokens, cost in usage:
         assert (by_bottle[bottle]["calls"], by_bottle[bottle]["tokens"]) == (calls, tokens)
         assert by_bottle[bottle]["cost_usd"] == pytest.approx(cost, abs=1e-9)
-    total_calls = sum(calls for _, calls, _, _ in usage)
+    # The demo compared its report with the rows it saw (a call the kernel retransmits after the
+    # restore may land later, before the meter stops): those rows are the ledger's first ones.
     assert summary["report_totals"] == summary["ledger_totals"]
-    assert summary["ledger_totals"]["calls"] == total_calls
+    seen = _ledger_rows(db, f"SELECT count(*) FROM usage WHERE id <= {int(summary['ledger_last_id'])}")
+    assert summary["ledger_totals"]["calls"] == seen[0][0] > 0
 
     assert host_state() == before
     assert marked_processes(mark) == []
