@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+type Cell = str | int | float | None  # one value of a report row
+
 KINDS = ("str", "int", "float")
 
 
@@ -20,9 +22,9 @@ class Column:
 class Table:
     name: str
     columns: tuple[Column, ...]
-    rows: tuple[tuple[str | int | float | None, ...], ...]
+    rows: tuple[tuple[Cell, ...], ...]
 
-    def records(self) -> list[dict[str, str | int | float | None]]:
+    def records(self) -> list[dict[str, Cell]]:
         names = [c.name for c in self.columns]
         return [dict(zip(names, row, strict=True)) for row in self.rows]
 

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from bbnet import pools as arith
 from bbnet.model import (
@@ -334,7 +335,7 @@ class BudgetOps(Store):
                 self._drop_hold(c, key)
         return len(keys)
 
-    def reservations(self) -> list[dict[str, object]]:
+    def reservations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._read("SELECT * FROM reservations ORDER BY created_at")]
 
     @staticmethod

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_PROXY_PORT
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, Budget
 from bbnet.names import Scope
@@ -67,8 +68,8 @@ class Settings(_Strict):
     fail_open: bool = False
     auto_restore_on_new_period: bool = False
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
-    address_pool: str = "10.243.0.0/16"
-    proxy_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    address_pool: str = DEFAULT_ADDRESS_POOL
+    proxy_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PROXY_PORT
     providers: list[ExtraProvider] = []
 
     @field_validator("address_pool")

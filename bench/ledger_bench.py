@@ -33,7 +33,7 @@ def _setup(db: Path, limit: int) -> None:
         ledger.set_budget(Budget(Scope.of_bottle("bench"), "anthropic", "tokens", limit))
 
 
-def _writer(db: str, worker: int, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _writer(db: str, worker: int, seconds: float, out: mp.Queue) -> None:
     r8 = rates("anthropic", MODEL, 500)
     latencies: list[float] = []
     pairs = 0
@@ -69,7 +69,7 @@ def run(writers: int, seconds: float, workdir: Path, limit: int) -> dict[str, fl
     db = workdir / f"bench-{writers}.db"
     _setup(db, limit)
     ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    q: mp.Queue = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(str(db), w, seconds, q)) for w in range(writers)]
     t0 = time.perf_counter()
     for p in procs:

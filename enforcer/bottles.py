@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
+from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_PROXY_PORT
 from bbnet.ledger import Ledger
 from bbnet.limits import parse_limit
 from bbnet.model import POLICIES, Bottle, Budget
@@ -20,9 +21,9 @@ from enforcer import cgroups, links
 from enforcer.errors import EnforcerError
 from enforcer.kernel import apply_all, teardown
 from enforcer.nft import Nft
-from enforcer.spec import ALLOW_LABEL, DEFAULT_PROXY_PORT, PROXY_LABEL, allow_text, kernel_bottle
+from enforcer.spec import ALLOW_LABEL, PROXY_LABEL, allow_text, kernel_bottle
 from netrules import render
-from netrules.addressing import DEFAULT_POOL, allocate, check_free, lease_for_address
+from netrules.addressing import allocate, check_free, lease_for_address
 from netrules.types import BottleNet, Endpoint, host_veth_for, veth_name
 
 NETNS_PREFIX = "bbnet-"
@@ -116,7 +117,9 @@ def _record(
     return saved
 
 
-def create(ledger: Ledger, launch: Launch, *, addr: str | None = None, pool: str = DEFAULT_POOL) -> Bottle:
+def create(
+    ledger: Ledger, launch: Launch, *, addr: str | None = None, pool: str = DEFAULT_ADDRESS_POOL
+) -> Bottle:
     """Make a netns, a veth pair with addresses and a default route, a cgroup, the bottle's rules
     and its ledger row (with launch budgets). Any failure undoes what was made."""
     started = time.perf_counter()

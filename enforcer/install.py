@@ -8,22 +8,24 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_PROXY_PORT
+
 UNIT_PATH = "etc/systemd/system/bbnet.service"
 SETTINGS_PATH = "etc/bbnet/settings.yml"
 STATE_DIR = "var/lib/bbnet"
 
-DEFAULT_SETTINGS = """\
+DEFAULT_SETTINGS = f"""\
 # bbnet host settings (see README "Settings"). Every key is optional.
-budget: {}              # global token pools by provider, e.g. {anthropic: 5000000}
-bottle_defaults: {}     # pools each new bottle gets, e.g. {anthropic: 500000}
-usd: {period: month}    # add global: 200 and/or bottle_default: 20 for USD pools
+budget: {{}}              # global token pools by provider, e.g. {{anthropic: 5000000}}
+bottle_defaults: {{}}     # pools each new bottle gets, e.g. {{anthropic: 500000}}
+usd: {{period: month}}    # add global: 200 and/or bottle_default: 20 for USD pools
 period: total
 shutdown: cutoff        # cutoff | freeze | kill
 fail_open: false
 auto_restore_on_new_period: false
 lease_seconds: 300
-address_pool: 10.243.0.0/16
-proxy_port: 8080
+address_pool: {DEFAULT_ADDRESS_POOL}
+proxy_port: {DEFAULT_PROXY_PORT}
 """
 
 

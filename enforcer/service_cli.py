@@ -19,6 +19,7 @@ from bbnet.clikit import (
     parse_listen,
     print_json,
 )
+from bbnet.defaults import DEFAULT_PROXY_PORT
 from bbnet.ledger import default_path as default_db
 from enforcer.errors import EnforcerError
 
@@ -87,7 +88,7 @@ def doctor(
     try:
         port = settings_mod.load(path).proxy_port
     except settings_mod.SettingsError:
-        port = 8080
+        port = DEFAULT_PROXY_PORT
     host, port = parse_listen(proxy or f"127.0.0.1:{port}")
     checks = run_checks(db=db or default_db(), settings_path=path, proxy_host=host, proxy_port=port,
                         confdir=confdir or default_confdir())  # fmt: skip

@@ -17,7 +17,6 @@ from netrules.types import BottleNet, Endpoint, RulesError
 
 PROXY_LABEL = "proxy"
 ALLOW_LABEL = "allow"
-DEFAULT_PROXY_PORT = 8080
 
 
 @dataclass(frozen=True)

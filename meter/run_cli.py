@@ -17,6 +17,7 @@ from bbnet.clikit import (
     err_console,
     parse_listen,
 )
+from bbnet.defaults import DEFAULT_PROXY_PORT
 from bbnet.ledger import Ledger, LedgerError, default_path
 from bbnet.providers import with_extra
 
@@ -28,7 +29,7 @@ def fail_open_from_env() -> bool:
 
 
 def run(
-    listen: ListenOpt = "0.0.0.0:8080",
+    listen: ListenOpt = f"0.0.0.0:{DEFAULT_PROXY_PORT}",
     upstream_map: UpstreamOpt = None,
     db: DbOpt = None,
     settings: SettingsOpt = None,

@@ -13,7 +13,6 @@ from ipaddress import IPv4Interface, IPv4Network
 
 from netrules.types import RulesError, bottle_network
 
-DEFAULT_POOL = "10.243.0.0/16"
 SUBNET_PREFIX = 30
 
 

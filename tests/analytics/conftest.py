@@ -94,8 +94,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
                 "in-flight", "beta", "planner", "openai", "gpt-4o", 1000, 500, rates("openai", "gpt-4o")
             )
         )
-        for action in actions:
-            ledger.record_action(*action, duration_ms=1.5)
+        for bottle, kind, actor, reason, result in actions:
+            ledger.record_action(bottle, kind, actor, reason, result, duration_ms=1.5)
     reserved = {
         ("global", "*", "tokens"): held.tokens,
         ("global", "*", "usd"): held.usd_micros,

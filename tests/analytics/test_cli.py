@@ -17,6 +17,7 @@ from analytics import reports
 from analytics.cli import mount
 from analytics.queries import Filters
 from analytics.reader import open_ledger
+from analytics.table import Cell
 from tests.analytics.conftest import Built
 
 root = typer.Typer()
@@ -29,12 +30,12 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def expected_cost(built: Built) -> list[dict[str, object]]:
+def expected_cost(built: Built) -> list[dict[str, Cell]]:
     with open_ledger(built.path) as reader:
         return reports.cost(reader, ("bottle", "model", "day"), Filters()).main.records()
 
 
-def same(rows: list[dict[str, object]], want: list[dict[str, object]]) -> None:
+def same(rows: list[dict[str, object]], want: list[dict[str, Cell]]) -> None:
     assert len(rows) == len(want)
     for got, row in zip(rows, want, strict=True):
         assert got.keys() == row.keys()

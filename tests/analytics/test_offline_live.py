@@ -93,7 +93,9 @@ def test_reports_read_a_ledger_while_it_is_written(tmp_path: Path) -> None:
         while writer.poll() is None:
             with open_ledger(path) as reader:
                 rows = reports.usage(reader, (), Filters()).main.rows
-            seen.append(int(rows[0][0]) if rows else 0)
+            calls = rows[0][0] if rows else 0
+            assert isinstance(calls, int)
+            seen.append(calls)
         out, err = writer.communicate(timeout=60)
     finally:
         if writer.poll() is None:

@@ -10,7 +10,7 @@ import pytest
 from analytics import reports
 from analytics.queries import BY_KEYS, Filters
 from analytics.reader import open_ledger
-from analytics.table import Table
+from analytics.table import Cell, Table
 from bbnet.ledger import Ledger
 from bbnet.model import MICROS_PER_USD, UsageRecord
 from bbnet.pools import path_scopes, period_start
@@ -26,8 +26,8 @@ GROUPINGS = [
 ]
 
 
-def keyed(table: Table, by: tuple[str, ...]) -> dict[tuple[object, ...], dict[str, object]]:
-    out: dict[tuple[object, ...], dict[str, object]] = {}
+def keyed(table: Table, by: tuple[str, ...]) -> dict[tuple[Cell, ...], dict[str, Cell]]:
+    out: dict[tuple[Cell, ...], dict[str, Cell]] = {}
     for record in table.records():
         out[tuple(record.pop(k) for k in by)] = record
     return out
@@ -97,7 +97,7 @@ def test_chart_series_sums_each_day(built: Built) -> None:
     assert report.series is not None
     want = {day[0]: row["tokens"] for day, row in usage_rows(built.calls, ("day",)).items()}
     assert dict(report.series.points) == want
-    assert [label for label, _ in report.series.points] == sorted(want)
+    assert [label for label, _ in report.series.points] == sorted(want, key=str)
 
 
 def test_actions_timeline_in_order_with_reasons(built: Built) -> None:
@@ -162,7 +162,11 @@ def test_budgets_equal_ledger_counters_and_burn_from_calls(built: Built) -> None
 def test_budgets_for_one_bottle_are_the_pools_on_its_path(built: Built) -> None:
     with open_ledger(built.path) as reader:
         report = reports.budgets(reader, built.now, bottle="beta")
-    assert sorted({r["scope"] for r in report.main.records()}) == ["bottle:alpha", "bottle:beta", "global"]
+    assert sorted({str(r["scope"]) for r in report.main.records()}) == [
+        "bottle:alpha",
+        "bottle:beta",
+        "global",
+    ]
 
 
 def test_empty_ledger_gives_empty_reports(empty_ledger: Path) -> None:

@@ -14,7 +14,7 @@ WORKERS = 8
 CALLS = 60
 
 
-def _worker(db: str, worker: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _worker(db: str, worker: int, out: mp.Queue) -> None:
     committed: list[str] = []
     errors: list[str] = []
     try:
@@ -45,7 +45,7 @@ def test_eight_processes_never_overshoot(db: Path) -> None:
         ledger.add_bottle(Bottle("a"))
         ledger.set_budget(Budget(Scope.of_bottle("a"), "anthropic", "tokens", LIMIT))
     ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    queue: mp.Queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(str(db), w, queue)) for w in range(WORKERS)]
     for p in procs:
         p.start()

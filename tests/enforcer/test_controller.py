@@ -54,7 +54,9 @@ def test_commit_that_spends_a_pool_cuts_the_bottle_off(
     finally:
         controller.stop()
     assert ledger.desired_state(name).state == "cutoff"
-    assert ledger.get_bottle(name).veth in Nft().cutoff_counters()  # type: ignore[union-attr]
+    bottle = ledger.get_bottle(name)
+    assert bottle is not None and bottle.veth is not None
+    assert bottle.veth in Nft().cutoff_counters()
     [action] = [a for a in ledger.actions() if a.action == "cutoff"]
     assert action.actor == "controller" and f"bottle:{name}" in action.reason
 
