@@ -313,10 +313,10 @@ class Demo:
     def settled_report(self, db: str, attempts: int = 5) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """``report cost --format json`` and the ledger's usage rows, read around the same moment.
 
-        The meter is still serving, and a request the agent sent just before its cutoff can still
-        arrive: the kernel keeps retransmitting an orphaned socket's data, and once the bottle is
-        restored the meter receives, forwards and meters it. So the ledger is read before and after
-        the report, and the pair is kept only when no usage row landed in between.
+        The meter is still serving, so a call can land while the report runs (on a kernel that
+        cannot end a cut-off bottle's connections, a request its agent sent just before the cut is
+        retransmitted and metered after the restore). So the ledger is read before and after the
+        report, and the pair is kept only when no usage row landed in between.
         """
         for _ in range(attempts):
             before = self.usage_rows()

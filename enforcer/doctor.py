@@ -6,13 +6,16 @@ probe), so a green doctor means a call would be metered and gated right now.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import socket
 import stat
 import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from bbnet.ledger import Ledger, LedgerError
@@ -21,6 +24,7 @@ from bbnet.model import Outcome, ReserveRequest
 from bbnet.schema import SCHEMA_VERSION
 from enforcer import cgroups
 from enforcer.errors import EnforcerError
+from enforcer.flows import end_flows
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -72,6 +76,24 @@ def _cgroup() -> tuple[str, str]:
     if missing:
         return FAIL, f"cgroup v2 at {mount} lacks {', '.join(missing)} (kernel too old?)"
     return OK, f"cgroup v2 at {mount} supports freeze and kill"
+
+
+def _sock_destroy() -> tuple[str, str]:
+    """Can a cut end established connections? A loopback pair from an address nothing else uses."""
+    peer = IPv4Address(
+        f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(254) + 1}.{secrets.randbelow(254) + 1}"
+    )
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        client = stack.enter_context(socket.socket())
+        client.bind((str(peer), 0))
+        client.connect(server.getsockname())
+        stack.enter_context(server.accept()[0])
+        ended = end_flows([peer])
+    if ended.closed:
+        return OK, "a cut closes the bottle's established connections (ss --kill)"
+    return WARN, ("the kernel cannot close sockets (CONFIG_INET_DIAG_DESTROY): a cut drops a bottle's "
+                  "packets, but calls in flight run on upstream until they end")  # fmt: skip
 
 
 def _ledger(db: str) -> tuple[str, str]:
@@ -131,6 +153,7 @@ def run_checks(*, db: str, settings_path: str, proxy_host: str, proxy_port: int,
         _check("nftables", _nftables),
         _check("netns", _netns),
         _check("cgroup v2", _cgroup),
+        _check("connections", _sock_destroy),
         _check("ledger", lambda: _ledger(db)),
         _check("settings", lambda: _settings(settings_path)),
         _check("proxy", lambda: _proxy(proxy_host, proxy_port, confdir)),

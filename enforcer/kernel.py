@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from enforcer import cgroups, links
 from enforcer.errors import EnforcerError
+from enforcer.flows import end_flows
 from enforcer.nft import Nft, NftError
 from enforcer.spec import KernelBottle, cut_veths
 from netrules import render
@@ -24,6 +25,13 @@ def _network(nft: Nft, bottle: KernelBottle, commands: list[render.Command]) -> 
     nft.run(commands)
 
 
+def _cut(nft: Nft, bottle: KernelBottle) -> None:
+    """Drop the bottle's packets, then end its connections to the host (see enforcer.flows)."""
+    _network(nft, bottle, render.cut(bottle.net.veth if bottle.net is not None else ""))
+    if bottle.net is not None:
+        end_flows(bottle.net.addresses)
+
+
 def _require_cgroup(bottle: KernelBottle, state: str) -> None:
     if bottle.cgroup is None:
         raise EnforcerError(f"bottle {bottle.name} has no cgroup, so it cannot be {state}")
@@ -32,7 +40,8 @@ def _require_cgroup(bottle: KernelBottle, state: str) -> None:
 def apply_state(nft: Nft, bottle: KernelBottle, state: str) -> None:
     """Apply ``state`` (open, cutoff, frozen or killed) to one bottle; applying it twice is harmless.
 
-    The network change comes first, so a bottle is cut off before anything slower happens.
+    The network change comes first, so a bottle is cut off before anything slower happens; a cut
+    also ends the bottle's established connections to the host (the meter's client side).
     ``cutoff`` also thaws a frozen bottle: the states are exact, not cumulative.
     """
     veth = bottle.net.veth if bottle.net is not None else ""
@@ -42,12 +51,12 @@ def apply_state(nft: Nft, bottle: KernelBottle, state: str) -> None:
         if has_cgroup and bottle.cgroup is not None:
             cgroups.set_frozen(bottle.cgroup, False)
     elif state == "cutoff":
-        _network(nft, bottle, render.cut(veth))
+        _cut(nft, bottle)
         if has_cgroup and bottle.cgroup is not None:
             cgroups.set_frozen(bottle.cgroup, False)
     elif state == "frozen":
         _require_cgroup(bottle, state)
-        _network(nft, bottle, render.cut(veth))
+        _cut(nft, bottle)
         assert bottle.cgroup is not None
         cgroups.set_frozen(bottle.cgroup, True)
     elif state == "killed":
@@ -59,7 +68,7 @@ def apply_state(nft: Nft, bottle: KernelBottle, state: str) -> None:
 def _kill(nft: Nft, bottle: KernelBottle) -> None:
     """Cut off, kill every process, then remove what bbnet made. Parts already gone are skipped."""
     if bottle.net is not None and (not bottle.managed or links.link_index(bottle.net.veth) is not None):
-        nft.run(render.cut(bottle.net.veth))
+        _cut(nft, bottle)
     if bottle.cgroup is not None and bottle.cgroup.exists():
         cgroups.kill(bottle.cgroup)
     if bottle.managed:

@@ -105,8 +105,8 @@ def test_demo_cuts_off_in_the_kernel_reports_add_up_and_cleans_up(run: Run) -> N
     for bottle, calls, tokens, cost in usage:
         assert (by_bottle[bottle]["calls"], by_bottle[bottle]["tokens"]) == (calls, tokens)
         assert by_bottle[bottle]["cost_usd"] == pytest.approx(cost, abs=1e-9)
-    # The demo compared its report with the rows it saw (a call the kernel retransmits after the
-    # restore may land later, before the meter stops): those rows are the ledger's first ones.
+    # The demo compared its report with the rows it saw, which are the ledger's first ones (a late
+    # call could land after that, before the meter stops).
     assert summary["report_totals"] == summary["ledger_totals"]
     seen = _ledger_rows(db, f"SELECT count(*) FROM usage WHERE id <= {int(summary['ledger_last_id'])}")
     assert summary["ledger_totals"]["calls"] == seen[0][0] > 0

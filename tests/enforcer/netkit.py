@@ -72,6 +72,20 @@ class EchoServer:
         except OSError:
             pass
 
+    def peers_of(self, address: str) -> list[socket.socket]:
+        """The accepted connections from ``address`` that are still open on this (host) side."""
+        alive = []
+        for conn in self.clients:
+            try:
+                if (
+                    conn.getpeername()[0] == address
+                    and conn.getsockopt(socket.SOL_TCP, socket.TCP_INFO, 1)[0] == 1
+                ):
+                    alive.append(conn)  # TCP_INFO's first byte is the state; 1 is ESTABLISHED
+            except OSError:
+                continue
+        return alive
+
     def close(self) -> None:
         self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the server thread
         self.sock.close()

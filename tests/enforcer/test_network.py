@@ -79,7 +79,7 @@ def test_spoofed_source_never_arrives(
             s.close()
 
 
-def test_cutoff_stops_an_established_flow_and_restore_brings_it_back(
+def test_cutoff_ends_an_established_flow_and_restore_lets_new_ones_in(
     ledger: Ledger, make_bottle: Callable[..., str]
 ) -> None:
     a, b = make_bottle(), make_bottle()
@@ -95,11 +95,17 @@ def test_cutoff_stops_an_established_flow_and_restore_brings_it_back(
         assert not can_connect(a_ns, a_proxy, PROXY_PORT)
         assert echoes(flow_b, b"neighbour", 1.0)  # the other bottle is untouched
         assert Nft().cutoff_counters()[_veth(ledger, a)][0] > 0
+        # the host's end of the flow is gone (the meter would see its call fail and stop upstream)
+        assert not server.peers_of(_address(ledger, a)) and server.peers_of(_address(ledger, b))
         actions.act(ledger, "cutoff", a, reason="twice is harmless")
         actions.act(ledger, "restore", a)
-        # the echo of "during" arrives once TCP retransmits it, then the flow carries data again
-        assert echoes(flow_a, b"after", 3.0)
+        # what the bottle's kernel retransmits after the restore meets a reset, not a live socket
+        with pytest.raises(ConnectionResetError):
+            flow_a.settimeout(3.0)
+            flow_a.sendall(b"after")
+            flow_a.recv(4096)
         assert can_connect(a_ns, a_proxy, PROXY_PORT)
+        assert echoes(flow_b, b"neighbour still", 1.0)
         assert [x.action for x in ledger.actions(bottle=a)] == ["create", "cutoff", "cutoff", "restore"]
         assert ledger.desired_state(a).state == "open"
     finally:
@@ -107,6 +113,12 @@ def test_cutoff_stops_an_established_flow_and_restore_brings_it_back(
             if flow is not None:
                 flow.close()
         server.close()
+
+
+def _address(ledger: Ledger, name: str) -> str:
+    bottle = ledger.get_bottle(name)
+    assert bottle is not None
+    return str(IPv4Interface(bottle.addresses[0]).ip)
 
 
 def _veth(ledger: Ledger, name: str) -> str:

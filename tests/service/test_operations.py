@@ -116,7 +116,17 @@ def test_doctor_is_green_against_the_running_service(
     checks = {c["name"]: c for c in json.loads(done.stdout)}
     assert done.returncode == 0, checks
     assert {name: c["status"] for name, c in checks.items()} == dict.fromkeys(checks, "ok"), checks
-    assert set(checks) >= {"root", "nftables", "netns", "cgroup v2", "ledger", "settings", "proxy", "probe"}
+    assert set(checks) >= {
+        "root",
+        "nftables",
+        "netns",
+        "cgroup v2",
+        "connections",
+        "ledger",
+        "settings",
+        "proxy",
+        "probe",
+    }
 
 
 def test_doctor_fails_when_the_service_is_not_listening(service: Service) -> None:
