@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from bbnet.checkpoint import DEFAULT_INTERVAL_S, Checkpointer
 from bbnet.model import (
     Bottle,
     PoolView,
@@ -73,7 +72,6 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._lock = threading.RLock()
-        self._checkpointer: Checkpointer | None = None
         self.path = path
 
     # -- opening -----------------------------------------------------------------------------
@@ -107,20 +105,7 @@ class Store:
             raise LedgerError(f"cannot open ledger at {p}: {e}") from None
         return ledger
 
-    def checkpoint_in_background(self, interval: float = DEFAULT_INTERVAL_S) -> None:
-        """Stop checkpointing inside commits; a thread does it instead (see :mod:`bbnet.checkpoint`).
-
-        For a long-lived process that commits on its hot path; short commands keep SQLite's own.
-        """
-        if self._checkpointer is None:
-            with self._lock:
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = Checkpointer(self.path, interval)
-
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
         self._conn.close()
 
     def __enter__(self) -> Self:

@@ -88,7 +88,6 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
     require_root()
     with single_instance(lock):
         meter_ledger = Ledger.open(db)
-        meter_ledger.checkpoint_in_background()
         synced = meter_ledger.sync_budgets(settings.global_budgets())
         log.info(
             "ledger %s; budgets from settings: %d changed, %d removed",

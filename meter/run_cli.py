@@ -48,7 +48,6 @@ def run(
     problem = ""
     try:
         ledger = Ledger.open(db or default_path())
-        ledger.checkpoint_in_background()
     except LedgerError as e:
         problem = str(e)
     meter = Meter(ledger, ledger_problem=problem, fail_open=s.fail_open or fail_open_from_env(),
@@ -59,9 +58,6 @@ def run(
         raise CliError(f"meter: cannot listen on {listen}: {e}") from None
     except KeyboardInterrupt:
         err_console.print("meter: stopped")
-    finally:
-        if ledger is not None:
-            ledger.close()
 
 
 def ca(
