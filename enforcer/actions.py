@@ -20,17 +20,19 @@ from enforcer.spec import kernel_bottle
 TARGET_STATE = {"cutoff": "cutoff", "restore": "open", "freeze": "frozen", "thaw": "cutoff", "kill": "killed"}
 
 
-def _apply(nft: Nft, ledger: Ledger, name: str, state: str) -> None:
-    """Apply one bottle's state; if bbnet's table is missing, install the whole table first."""
+def _apply(nft: Nft, ledger: Ledger, name: str, state: str) -> int:
+    """Apply one bottle's state; if bbnet's table is missing, install the whole table first.
+
+    Returns how many of the bottle's connections the cut closed."""
     target = kernel_bottle(bottles.get(ledger, name))
     try:
-        apply_state(nft, target, state)
+        return apply_state(nft, target, state)
     except NftError:
         if nft.installed():
             raise
         states = {s.bottle: s.state for s in ledger.desired_states()}
         apply_all(nft, [kernel_bottle(b) for b in ledger.bottles()], states)
-        apply_state(nft, target, state)
+        return apply_state(nft, target, state)
 
 
 def act(ledger: Ledger, action: str, name: str, *, reason: str = "", actor: str = "cli") -> str:
@@ -47,11 +49,12 @@ def act(ledger: Ledger, action: str, name: str, *, reason: str = "", actor: str 
     nft = Nft()
     ledger.set_desired_state(bottle.name, state, reason, actor)
     try:
-        _apply(nft, ledger, bottle.name, state)
+        closed = _apply(nft, ledger, bottle.name, state)
     except EnforcerError as exc:
         elapsed = (time.perf_counter() - started) * 1000
         ledger.record_action(bottle.name, action, actor, reason, f"error: {exc}", elapsed)
         raise
     elapsed = (time.perf_counter() - started) * 1000
-    ledger.record_action(bottle.name, action, actor, reason, "ok", elapsed, {"state": state})
+    detail = {"state": state} | ({"connections_closed": closed} if closed else {})
+    ledger.record_action(bottle.name, action, actor, reason, "ok", elapsed, detail)
     return state

@@ -197,7 +197,7 @@ class Controller:
             self.ledger.set_desired_state(name, state, reason, ACTOR)
             started = time.perf_counter()
             try:
-                apply_state(self.nft, kernel_bottle(bottle), state)
+                closed = apply_state(self.nft, kernel_bottle(bottle), state)
             except (EnforcerError, RulesError) as e:
                 self.ledger.record_action(name, POLICY_ACTION[bottle.policy], ACTOR, reason, f"error: {e}")
                 raise
@@ -206,7 +206,7 @@ class Controller:
             self.ledger.record_action(
                 name, POLICY_ACTION[bottle.policy], ACTOR, reason, "ok", (time.perf_counter() - started) * 1000,
                 {"scope": pool.scope, "provider": pool.provider, "unit": pool.unit, "limit": pool.limit,
-                 "used": pool.used, "noticed_to_applied_ms": round(waited, 3)},
+                 "used": pool.used, "noticed_to_applied_ms": round(waited, 3), "connections_closed": closed},
             )  # fmt: skip
             log.warning("%s %s: %s (%.1f ms after the commit)", bottle.policy, name, reason, waited)
 

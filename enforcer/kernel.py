@@ -25,11 +25,10 @@ def _network(nft: Nft, bottle: KernelBottle, commands: list[render.Command]) -> 
     nft.run(commands)
 
 
-def _cut(nft: Nft, bottle: KernelBottle) -> None:
+def _cut(nft: Nft, bottle: KernelBottle) -> int:
     """Drop the bottle's packets, then end its connections to the host (see enforcer.flows)."""
     _network(nft, bottle, render.cut(bottle.net.veth if bottle.net is not None else ""))
-    if bottle.net is not None:
-        end_flows(bottle.net.addresses)
+    return end_flows(bottle.net.addresses).closed if bottle.net is not None else 0
 
 
 def _require_cgroup(bottle: KernelBottle, state: str) -> None:
@@ -37,13 +36,14 @@ def _require_cgroup(bottle: KernelBottle, state: str) -> None:
         raise EnforcerError(f"bottle {bottle.name} has no cgroup, so it cannot be {state}")
 
 
-def apply_state(nft: Nft, bottle: KernelBottle, state: str) -> None:
+def apply_state(nft: Nft, bottle: KernelBottle, state: str) -> int:
     """Apply ``state`` (open, cutoff, frozen or killed) to one bottle; applying it twice is harmless.
 
     The network change comes first, so a bottle is cut off before anything slower happens; a cut
-    also ends the bottle's established connections to the host (the meter's client side).
-    ``cutoff`` also thaws a frozen bottle: the states are exact, not cumulative.
+    also ends the bottle's established connections to the host (the meter's client side): returns
+    how many it closed. ``cutoff`` also thaws a frozen bottle: the states are exact, not cumulative.
     """
+    closed = 0
     veth = bottle.net.veth if bottle.net is not None else ""
     has_cgroup = bottle.cgroup is not None and bottle.cgroup.exists()
     if state == "open":
@@ -51,28 +51,31 @@ def apply_state(nft: Nft, bottle: KernelBottle, state: str) -> None:
         if has_cgroup and bottle.cgroup is not None:
             cgroups.set_frozen(bottle.cgroup, False)
     elif state == "cutoff":
-        _cut(nft, bottle)
+        closed = _cut(nft, bottle)
         if has_cgroup and bottle.cgroup is not None:
             cgroups.set_frozen(bottle.cgroup, False)
     elif state == "frozen":
         _require_cgroup(bottle, state)
-        _cut(nft, bottle)
+        closed = _cut(nft, bottle)
         assert bottle.cgroup is not None
         cgroups.set_frozen(bottle.cgroup, True)
     elif state == "killed":
-        _kill(nft, bottle)
+        closed = _kill(nft, bottle)
     else:
         raise EnforcerError(f"invalid state {state!r}: expected open, cutoff, frozen or killed")
+    return closed
 
 
-def _kill(nft: Nft, bottle: KernelBottle) -> None:
+def _kill(nft: Nft, bottle: KernelBottle) -> int:
     """Cut off, kill every process, then remove what bbnet made. Parts already gone are skipped."""
+    closed = 0
     if bottle.net is not None and (not bottle.managed or links.link_index(bottle.net.veth) is not None):
-        _cut(nft, bottle)
+        closed = _cut(nft, bottle)
     if bottle.cgroup is not None and bottle.cgroup.exists():
         cgroups.kill(bottle.cgroup)
     if bottle.managed:
         teardown(nft, bottle)
+    return closed
 
 
 def teardown(nft: Nft, bottle: KernelBottle) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 from ipaddress import IPv4Interface
@@ -106,7 +107,10 @@ def test_cutoff_ends_an_established_flow_and_restore_lets_new_ones_in(
             flow_a.recv(4096)
         assert can_connect(a_ns, a_proxy, PROXY_PORT)
         assert echoes(flow_b, b"neighbour still", 1.0)
-        assert [x.action for x in ledger.actions(bottle=a)] == ["create", "cutoff", "cutoff", "restore"]
+        audit = ledger.actions(bottle=a)
+        assert [x.action for x in audit] == ["create", "cutoff", "cutoff", "restore"]
+        # the first cut closed the one connection; the second found none left
+        assert [json.loads(x.detail or "{}").get("connections_closed") for x in audit[1:3]] == [1, None]
         assert ledger.desired_state(a).state == "open"
     finally:
         for flow in (flow_a, flow_b):

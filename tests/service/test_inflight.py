@@ -3,13 +3,14 @@ upstream stream, instead of letting the provider finish (and bill) an answer nob
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from meter.sim import start_sim
-from tests.service.harness import Agent, Service, create_bottle, eventually, start_agent
+from tests.service.harness import Agent, Service, actions, create_bottle, eventually, start_agent
 
 pytestmark = pytest.mark.root
 
@@ -43,5 +44,7 @@ def test_cutoff_settles_a_streaming_call_in_flight(service: Service, agents: lis
         assert not [r for r in ledger.reservations() if r["bottle"] == bottle.name]
     # settled well before the stream would have ended, with what the stream had shown so far
     assert settled < 2.0, settled
+    [cut_row] = actions(service, bottle.name, "cutoff")
+    assert json.loads(cut_row.detail)["connections_closed"] >= 1, cut_row
     assert row["stream"] == 1 and row["output_tokens"] < WORDS, row
     assert agent.process.poll() is None or not agent.outcomes("ok")  # the agent never got its answer
