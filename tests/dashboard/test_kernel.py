@@ -14,9 +14,10 @@ from bbnet.ledger import Ledger
 from dashboard.app import Dashboard
 from dashboard.modals import ConfirmKill
 from dashboard.widgets import BottleTable
-from enforcer import bottles, cgroups, links
+from enforcer import bottles, links
 from enforcer.nft import Nft
 from netrules import render
+from tests.enforcer.conftest import remove_test_bottle
 
 pytestmark = [pytest.mark.root, pytest.mark.asyncio]
 
@@ -33,13 +34,7 @@ def real_bottle(tmp_path: Path) -> Iterator[tuple[Path, str]]:
             bottles.create(ledger, bottles.Launch(name, proxy_port=PROXY_PORT), pool=TEST_POOL)
             yield path, name
         finally:
-            if ledger.get_bottle(name) is not None:
-                with contextlib.suppress(Exception):
-                    bottles.remove(ledger, name)
-            with contextlib.suppress(Exception):
-                links.delete_netns(bottles.NETNS_PREFIX + name)
-            with contextlib.suppress(Exception):
-                cgroups.remove(cgroups.group_for(cgroups.find_v2_mount(), name))
+            remove_test_bottle(ledger, name)
             with contextlib.suppress(Exception):
                 Nft().run([{"delete": {"table": {"family": render.FAMILY, "name": render.TABLE}}}])
 

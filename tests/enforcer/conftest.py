@@ -89,10 +89,15 @@ def make_bottle(ledger: Ledger) -> Iterator[object]:
 
     yield make
     for name in made:
-        if ledger.get_bottle(name) is not None:
-            with contextlib.suppress(Exception):
-                bottles.remove(ledger, name)
+        remove_test_bottle(ledger, name)
+
+
+def remove_test_bottle(ledger: Ledger, name: str) -> None:
+    """Remove a bottle a test made, and whatever of it a failed test left behind; never raises."""
+    if ledger.get_bottle(name) is not None:
         with contextlib.suppress(Exception):
-            links.delete_netns(bottles.NETNS_PREFIX + name)
-        with contextlib.suppress(Exception):
-            cgroups.remove(cgroups.group_for(cgroups.find_v2_mount(), name))
+            bottles.remove(ledger, name)
+    with contextlib.suppress(Exception):
+        links.delete_netns(bottles.NETNS_PREFIX + name)
+    with contextlib.suppress(Exception):
+        cgroups.remove(cgroups.group_for(cgroups.find_v2_mount(), name))
