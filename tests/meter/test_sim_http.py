@@ -28,11 +28,8 @@ BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimHandle]:
-    handle = start_sim(output_tokens=OUTPUT_DEFAULT)
-    try:
+    with start_sim(output_tokens=OUTPUT_DEFAULT) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 class Client:

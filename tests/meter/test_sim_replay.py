@@ -35,11 +35,8 @@ def truth() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimHandle]:
-    handle = start_sim(replay=RECORDINGS)
-    try:
+    with start_sim(replay=RECORDINGS) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def index_of(entries: list[dict[str, Any]], path: str, *, stream: bool) -> int:

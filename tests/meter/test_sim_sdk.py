@@ -23,11 +23,8 @@ def rule(*texts: str) -> int:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimHandle]:
-    handle = start_sim(output_tokens=OUTPUT_DEFAULT)
-    try:
+    with start_sim(output_tokens=OUTPUT_DEFAULT) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture

@@ -34,11 +34,8 @@ def _one_kernel_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     """The provider simulator on the host's loopback: bottles reach it only through the meter."""
-    handle = start_sim(chunk_delay_ms=2)
-    try:
+    with start_sim(chunk_delay_ms=2) as handle:
         yield handle.url
-    finally:
-        handle.stop()
 
 
 @pytest.fixture(scope="module")

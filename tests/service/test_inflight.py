@@ -21,11 +21,8 @@ CHUNK_DELAY_MS = 100  # …one event every 100 ms: a stream of about 6 s
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     """This module's simulator streams slowly, so a cutoff lands in the middle of an answer."""
-    handle = start_sim(chunk_delay_ms=CHUNK_DELAY_MS, output_tokens=WORDS)
-    try:
+    with start_sim(chunk_delay_ms=CHUNK_DELAY_MS, output_tokens=WORDS) as handle:
         yield handle.url
-    finally:
-        handle.stop()
 
 
 def test_cutoff_settles_a_streaming_call_in_flight(service: Service, agents: list[Agent]) -> None:

@@ -31,11 +31,8 @@ LOOP = ("--calls", "25", "--max-tokens", "64", "--stream-every", "1", "--interva
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     """Slow streams (16 chunks, 10 ms apart): a kill almost always finds calls in flight."""
-    handle = start_sim(chunk_delay_ms=10)
-    try:
+    with start_sim(chunk_delay_ms=10) as handle:
         yield handle.url
-    finally:
-        handle.stop()
 
 
 def reservations(svc: Service) -> list[dict[str, object]]:
