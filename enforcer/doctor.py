@@ -89,8 +89,8 @@ def _sock_destroy() -> tuple[str, str]:
         client.bind((str(peer), 0))
         client.connect(server.getsockname())
         stack.enter_context(server.accept()[0])
-        ended = end_flows([peer])
-    if ended.closed:
+        closed = end_flows([peer])
+    if closed:
         return OK, "a cut closes the bottle's established connections (ss --kill)"
     return WARN, ("the kernel cannot close sockets (CONFIG_INET_DIAG_DESTROY): a cut drops a bottle's "
                   "packets, but calls in flight run on upstream until they end")  # fmt: skip

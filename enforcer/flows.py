@@ -15,18 +15,9 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 log = logging.getLogger("bbnet.enforcer")
-
-
-@dataclass(frozen=True)
-class Ended:
-    """What ``end_flows`` did: sockets closed, and sockets the kernel would not close."""
-
-    closed: int
-    left: int
 
 
 def peer_filter(addresses: Sequence[IPv4Address]) -> list[str]:
@@ -51,22 +42,22 @@ def _ss(*args: str) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
-def end_flows(addresses: Sequence[IPv4Address]) -> Ended:
-    """Close every host TCP socket connected to one of ``addresses``; how many closed, how many not.
+def end_flows(addresses: Sequence[IPv4Address]) -> int:
+    """Close every host TCP socket connected to one of ``addresses``; how many it closed.
 
     Never raises: the cut itself is already in place, and this only ends what it stopped. A kernel
     without SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY) leaves the sockets; that is logged.
     """
     if not addresses:
-        return Ended(0, 0)
+        return 0
     match = peer_filter(addresses)
     try:
         closed = len(_ss("-K", *match))
         left = len(_ss("state", "established", *match))
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("could not end the connections of %s: %s", ", ".join(map(str, addresses)), e)
-        return Ended(0, 0)
+        return 0
     if left:
         log.warning("%d connections of %s stay open: the kernel cannot close them (CONFIG_INET_DIAG_DESTROY)",
                     left, ", ".join(map(str, addresses)))  # fmt: skip
-    return Ended(closed, left)
+    return closed

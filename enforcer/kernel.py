@@ -28,7 +28,7 @@ def _network(nft: Nft, bottle: KernelBottle, commands: list[render.Command]) -> 
 def _cut(nft: Nft, bottle: KernelBottle) -> int:
     """Drop the bottle's packets, then end its connections to the host (see enforcer.flows)."""
     _network(nft, bottle, render.cut(bottle.net.veth if bottle.net is not None else ""))
-    return end_flows(bottle.net.addresses).closed if bottle.net is not None else 0
+    return end_flows(bottle.net.addresses) if bottle.net is not None else 0
 
 
 def _require_cgroup(bottle: KernelBottle, state: str) -> None:
