@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
+from bbnet.names import BOTTLE_NAME_RE
+
 IFNAMSIZ = 15  # usable characters in a Linux interface name
 VETH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-BOTTLE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 VETH_PREFIX = "bb-"
 PROTOCOLS = ("tcp", "udp")
 
@@ -41,7 +42,7 @@ def host_veth_for(bottle: str) -> str:
     ``bb-<name>`` when it fits IFNAMSIZ; otherwise ``bb-<first 6>_<5 hash chars>``. The ``_`` is
     never in a bottle name, so a hashed name cannot equal a short one.
     """
-    if not isinstance(bottle, str) or not BOTTLE_RE.fullmatch(bottle):
+    if not isinstance(bottle, str) or not BOTTLE_NAME_RE.fullmatch(bottle):
         raise RulesError(f"invalid bottle name {bottle!r}")
     short = VETH_PREFIX + bottle
     if len(short) <= IFNAMSIZ:
