@@ -12,6 +12,7 @@ import typer
 
 from bbnet.budget_input import operator_actor
 from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_json
+from bbnet.ledger import Ledger
 from bbnet.names import bottle_name
 
 if TYPE_CHECKING:
@@ -54,6 +55,13 @@ def _guard(fn: Any) -> Any:
             raise CliError(str(exc)) from None
 
     return wrapper
+
+
+def _ledger_holding(db: str | None, name: str) -> Ledger:
+    """The ledger a command on an existing bottle reads: the name is checked first, and a missing
+    ledger is an error (it holds no bottle), never created."""
+    bottle_name(name)
+    return open_ledger(db, create=False)
 
 
 def _settings(path: str | None) -> Settings:
@@ -156,14 +164,14 @@ def exec_(
     db: DbOpt = None,
 ) -> None:
     """Run a command inside the bottle (its netns and cgroup)."""
-    with open_ledger(db) as ledger:
+    with _ledger_holding(db, name) as ledger:
         bottle = bottles.get(ledger, name)
     bottles.exec_in(bottle, command[1:] if command[:1] == ["--"] else command)
 
 
 def rm(name: Annotated[str, typer.Argument(help="Bottle name")], db: DbOpt = None) -> None:
     """Remove the bottle's rules and what bbnet made for it; the ledger keeps its history."""
-    with open_ledger(db) as ledger:
+    with _ledger_holding(db, name) as ledger:
         bottles.remove(ledger, name)
     console.print(f"bottle {name} removed")
 
@@ -172,7 +180,7 @@ def _action(action: str) -> Any:
     def command(
         name: Annotated[str, typer.Argument(help="Bottle name")], reason: ReasonOpt = "", db: DbOpt = None
     ) -> None:
-        with open_ledger(db) as ledger:
+        with _ledger_holding(db, name) as ledger:
             state = actions.act(ledger, action, name, reason=reason, actor=operator_actor())
         console.print(f"bottle {name}: {state}")
 

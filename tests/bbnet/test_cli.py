@@ -105,6 +105,23 @@ def test_missing_ledger_for_info(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("cutoff", "Bad;Name", "--db", "DB"), "invalid bottle name 'Bad;Name'"),
+        (("kill", "web", "--db", "DB"), "no ledger at"),
+        (("bottle", "rm", "web", "--db", "DB"), "no ledger at"),
+        (("bottle", "exec", "Web", "--db", "DB", "--", "true"), "invalid bottle name 'Web'"),
+    ],
+)
+def test_commands_on_a_bottle_never_create_a_ledger(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    out = run_bbnet(*(str(tmp_path / "none.db") if a == "DB" else a for a in args))
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_settings_check_and_apply(tmp_path: Path, db: Path) -> None:
     good = tmp_path / "settings.yml"
     good.write_text(
