@@ -66,7 +66,8 @@ def budget_set(
 
     known = settings_mod.load(settings).provider_keys()
     budget = parse_budget(scope, provider, limit, unit, period, known)
-    with open_ledger(db) as ledger:
+    # a bottle's or agent's budget needs the bottle, so only a global one may start a new ledger
+    with open_ledger(db, create=budget.scope.kind == "global") as ledger:
         save_budget(ledger, budget, known, operator_actor())
     console.print(
         f"budget {budget.scope} {budget.provider}: {_amount(unit, budget.limit)} {unit} per {period}"

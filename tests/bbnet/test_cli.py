@@ -112,9 +112,10 @@ def test_missing_ledger_for_info(tmp_path: Path) -> None:
         (("kill", "web", "--db", "DB"), "no ledger at"),
         (("bottle", "rm", "web", "--db", "DB"), "no ledger at"),
         (("bottle", "exec", "Web", "--db", "DB", "--", "true"), "invalid bottle name 'Web'"),
+        (("budget", "set", "bottle:web", "anthropic", "5k", "--db", "DB"), "no ledger at"),
     ],
 )
-def test_commands_on_a_bottle_never_create_a_ledger(
+def test_commands_that_need_a_bottle_never_create_a_ledger(
     tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
     out = run_bbnet(*(str(tmp_path / "none.db") if a == "DB" else a for a in args))
