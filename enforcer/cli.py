@@ -185,7 +185,7 @@ def _action(action: str) -> Any:
         console.print(f"bottle {name}: {state}")
 
     command.__doc__ = {
-        "cutoff": "Cut the bottle off in the kernel: established connections included.",
+        "cutoff": "Cut the bottle off in the kernel and close its established connections to the host.",
         "restore": "Undo cutoff and freeze.",
         "freeze": "Cut off and freeze every process of the bottle (cgroup.freeze).",
         "thaw": "Resume a frozen bottle's processes; its network stays cut off until restore.",
