@@ -1,16 +1,27 @@
 # bbnet — `make test` and `make demo` set everything up on a fresh Debian/Ubuntu machine (as root).
-VENV    ?= .venv
-PY      := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed
+#
+# Python packages come from requirements.lock (exact versions and hashes, made by uv from
+# pyproject.toml); `make lock` remakes it after a change to pyproject.toml. The agent CLIs the
+# tests run come from tests/agents/package-lock.json the same way; `make lock-agents` remakes it.
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV_DIR     := .tools/uv-$(UV_VERSION)
+UV         := $(UV_DIR)/bin/uv
+AGENTS     := tests/agents
+# uv must never fetch its own Python: the interpreter is the one find-python.sh found
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: test test-tools demo lint typecheck pytest setup system clean bench
+.PHONY: test test-vagrant demo lint typecheck pytest setup system agents lock lock-agents \
+        check-lock clean bench
 
-test: setup test-tools lint typecheck pytest
+test: setup check-lock lint typecheck pytest
 
-# what only the tests use: vagrant (and its ruby) validates vagrant/Vagrantfile. Some distributions
-# (Ubuntu 24.04+) no longer package vagrant; the test says so there instead of failing the build.
-test-tools:
-	@scripts/install-system.sh vagrant || echo "note: vagrant is not packaged here; the Vagrantfile check will say so"
+# the Vagrantfile check needs vagrant and its ruby (300+ packages): not part of every run
+test-vagrant: setup
+	@scripts/install-system.sh vagrant
+	$(VENV)/bin/pytest -m vagrant $(PYTEST_ARGS)
 
 # as root: two bottles, live spend, a kernel cutoff, a restore, reports; DEMO_ARGS="--keep" leaves it running
 demo: setup
@@ -21,11 +32,29 @@ setup: system $(STAMP)
 system:
 	@scripts/install-system.sh
 
-$(STAMP): pyproject.toml scripts/find-python.sh
-	@test -x $(PY) || "$$(scripts/find-python.sh)" -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+$(UV):
+	"$$(scripts/find-python.sh)" -m pip install -q --disable-pip-version-check --root-user-action=ignore --target $(UV_DIR) uv==$(UV_VERSION)
+
+$(STAMP): requirements.lock pyproject.toml scripts/find-python.sh | $(UV)
+	@test -x $(PY) || $(UV) venv -q --python "$$(scripts/find-python.sh)" $(VENV)
+	$(UV) pip sync -q --python $(PY) --require-hashes requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# print what is installed and fail if it is not exactly what requirements.lock says
+check-lock: setup
+	$(PY) scripts/check-lock.py requirements.lock
+
+lock: | $(UV)
+	$(UV) pip compile -q pyproject.toml --extra dev --universal --generate-hashes \
+	    --python-version 3.13 -o requirements.lock
+
+# the agent CLIs (exact versions in tests/agents/package.json); the lock keeps no registry addresses
+agents:
+	@scripts/install-agents.sh
+
+lock-agents:
+	cd $(AGENTS) && npm install --package-lock-only --ignore-scripts --omit-lockfile-registry-resolved
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -34,11 +63,11 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: setup test-tools
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+pytest: setup agents
+	$(VENV)/bin/pytest -m "not vagrant" $(PYTEST_ARGS)
 
 bench: setup
 	@for b in bench/*_bench.py; do echo "== $$b" >&2; $(PY) $$b; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

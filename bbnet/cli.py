@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from bbnet.budget_input import operator_actor, parse_budget, save_budget
-from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_error, print_json
+from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_json, run_app
 from bbnet.ledger import LedgerError
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, PoolView
@@ -184,9 +184,5 @@ _mount_planes()
 
 
 def main() -> None:
-    """Entry point: run the app; user errors are one line on stderr and exit code 2."""
-    try:
-        app()
-    except USER_ERRORS as e:
-        print_error(e)
-        sys.exit(2)
+    """Entry point (the ``bbnet`` script)."""
+    sys.exit(run_app(app, sys.argv[1:], USER_ERRORS))

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+
+# typer carries its own copy of click: its errors and contexts are that copy's, not click's
+from typer._click import exceptions as click_errors
+from typer._click.globals import get_current_context
 
 from bbnet.ledger import Ledger, default_path
 
@@ -53,15 +58,64 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
-def print_error(message: object) -> None:
-    """The one shape of a user-facing error: a single line on stderr."""
-    err_console.print(f"bbnet: error: {message}", markup=False, highlight=False, soft_wrap=True)
+def print_error(message: object, command: str | None = None) -> None:
+    """The one shape of a user-facing error: ``bbnet <cmd>: error: …``, one line on stderr.
+
+    ``command`` defaults to the path of the command running now (``bbnet`` outside one)."""
+    if command is None:
+        ctx = get_current_context(silent=True)
+        command = ctx.command_path if ctx is not None else "bbnet"
+    line = " ".join(str(message).split())  # never a wrapped or multi-line message
+    sys.stderr.write(f"{command}: error: {line}\n")
+    sys.stderr.flush()
 
 
 def exit_with_error(message: object) -> NoReturn:
     """Print the error and exit 2 from inside a command (works under any Typer runner)."""
     print_error(message)
     raise typer.Exit(2)
+
+
+def command_path(root: object, args: Sequence[str], prog: str = "bbnet") -> str:
+    """The subcommand path ``args`` names under ``root`` (``bbnet budget set``), options skipped.
+
+    Used for errors raised after click has left the command's context."""
+    words, here = [prog], root
+    for arg in args:
+        commands = getattr(here, "commands", None)  # a group's subcommands by name
+        if arg.startswith("-") or not isinstance(commands, dict):
+            continue
+        if arg not in commands:
+            break
+        words.append(arg)
+        here = commands[arg]
+    return " ".join(words)
+
+
+def run_app(app: typer.Typer, args: list[str], user_errors: tuple[type[Exception], ...]) -> int:
+    """Run ``app`` on ``args`` and return the exit code. Every user error, click's usage errors
+    included, is one line on stderr (``bbnet <cmd>: error: …``) and exit code 2, whatever the
+    terminal width: never a box, never a wrapped line."""
+    root = typer.main.get_command(app)
+    try:
+        result = root.main(args, prog_name="bbnet", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:
+        typer.echo(e.ctx.get_help() if e.ctx else "")
+        return 2
+    except click_errors.UsageError as e:
+        where = e.ctx.command_path if e.ctx else command_path(root, args)
+        print_error(f"{e.format_message()} (see {where} --help)", command=where)
+        return 2
+    except click_errors.ClickException as e:
+        print_error(e.format_message(), command=command_path(root, args))
+        return e.exit_code
+    except typer.Abort:
+        print_error("aborted", command=command_path(root, args))
+        return 1
+    except user_errors as e:
+        print_error(e, command=command_path(root, args))
+        return 2
+    return result if isinstance(result, int) else 0
 
 
 def open_ledger(db: str | None, *, create: bool = True) -> Ledger:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -64,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
     ap.add_argument("--timeout", type=float, default=3.0)
     ap.add_argument("--give-up-after", type=int, default=3, help="stop after N connection failures in a row")
+    ap.add_argument("--stop-file", default=None, help="stop before the next call once this file exists")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # SDK deprecation notices for model names are noise here
     model = args.model or ("claude-sonnet-4-5-20250929" if args.sdk == "anthropic" else "gpt-4o")
     client = _client(args.sdk, args.proxy, args.ca, args.timeout)
     failures = 0
     for i in range(args.calls):
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
         stream = args.stream_every > 0 and i % args.stream_every == args.stream_every - 1
         line: dict[str, Any] = {"i": i, "sdk": args.sdk, "stream": stream}
         try:

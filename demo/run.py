@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 
+from bbnet.clikit import print_error
 from bbnet.ledger import Ledger, LedgerError
 from demo import procs, stack, view
 from demo.scenario import (
@@ -391,7 +392,7 @@ def run_demo(options: Options) -> int:
         if options.keep:
             demo.explore()
     except (procs.DemoError, EnforcerError, LedgerError) as e:
-        demo.console.print(f"[bold red]bbnet demo: error:[/] {e}", highlight=False)
+        print_error(e, command="bbnet demo")
     except KeyboardInterrupt:
         demo.say("\n[yellow]interrupted: cleaning up[/]")
         code = 130

@@ -66,7 +66,7 @@ def serve(
     except EnforcerError as e:
         raise CliError(str(e)) from None
     except OSError as e:
-        raise CliError(f"serve: {e}") from None
+        raise CliError(str(e)) from None
 
 
 def doctor(
@@ -118,7 +118,7 @@ def install(
     try:
         done = do_install(root, bbnet_command(), start=start and root == Path("/"))
     except (OSError, FileNotFoundError) as e:
-        raise CliError(f"install: {e}") from None
+        raise CliError(str(e)) from None
     if json_:
         print_json(done)
     else:

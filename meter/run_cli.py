@@ -55,7 +55,7 @@ def run(
     try:
         serve_forever([meter], host, port, confdir or default_confdir())
     except OSError as e:
-        raise CliError(f"meter: cannot listen on {listen}: {e}") from None
+        raise CliError(f"cannot listen on {listen}: {e}") from None
     except KeyboardInterrupt:
         err_console.print("meter: stopped")
 

@@ -234,24 +234,8 @@ def make_server(
     return SimServer((host, port), config)
 
 
-def serve_sim(
-    host: str,
-    port: int,
-    *,
-    replay: str | Path | None = None,
-    latency_ms: int = 0,
-    chunk_delay_ms: int = 0,
-    output_tokens: int = DEFAULT_OUTPUT_TOKENS,
-) -> None:
-    """Serve until interrupted (blocking)."""
-    server = make_server(
-        host,
-        port,
-        replay=replay,
-        latency_ms=latency_ms,
-        chunk_delay_ms=chunk_delay_ms,
-        output_tokens=output_tokens,
-    )
+def serve_sim(server: SimServer) -> None:
+    """Serve a bound simulator until interrupted (blocking)."""
     try:
         server.serve_forever()
     finally:

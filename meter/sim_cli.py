@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bbnet.clikit import parse_listen
+from bbnet.clikit import CliError, parse_listen
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
 
 
@@ -26,28 +26,27 @@ def sim(
     ] = DEFAULT_OUTPUT_TOKENS,
 ) -> None:
     """Serve simulated LLM provider APIs (Anthropic, OpenAI, Gemini, Bedrock) for tests and demos."""
-    from meter.sim import serve_sim  # the server's modules load only when it runs
+    from meter.sim import make_server, serve_sim  # the server's modules load only when it runs
     from meter.sim_replay import ReplayError
 
     host, port = parse_listen(listen)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        typer.echo(
-            f"bbnet sim: serving on {host}:{port}" + (f", replaying {replay}" if replay else ""), err=True
-        )
-        serve_sim(
-            host,
-            port,
-            replay=replay,
-            latency_ms=latency,
-            chunk_delay_ms=chunk_delay,
+    try:  # the replay file is read and the port bound before anything says it is serving
+        server = make_server(
+            host, port, replay=replay, latency_ms=latency, chunk_delay_ms=chunk_delay,
             output_tokens=output_tokens,
-        )
+        )  # fmt: skip
     except ReplayError as exc:
         raise typer.BadParameter(str(exc), param_hint="--replay") from None
     except OSError as exc:
-        typer.echo(f"bbnet sim: cannot listen on {listen}: {exc.strerror}", err=True)
-        raise typer.Exit(1) from None
+        raise CliError(f"cannot listen on {listen}: {exc.strerror}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    typer.echo(
+        f"bbnet sim: serving on {host}:{server.server_address[1]}"
+        + (f", replaying {replay}" if replay else ""),
+        err=True,
+    )
+    try:
+        serve_sim(server)
     except KeyboardInterrupt:
         typer.echo("bbnet sim: stopped", err=True)
 

@@ -26,7 +26,7 @@ runner = CliRunner()
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(root, ["report", *args])
+    result = runner.invoke(root, ["report", *args], prog_name="bbnet")
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -157,11 +157,18 @@ def test_bad_options_are_one_line_and_exit_2(built: Built, args: tuple[str, ...]
 
 def test_missing_ledger_is_one_line(tmp_path: Path) -> None:
     code, _, err = run("usage", "--db", str(tmp_path / "nope.db"))
-    assert code == 2 and err == f"bbnet: error: no ledger at {tmp_path / 'nope.db'} (set --db or BBNET_DB)\n"
+    assert (
+        code == 2
+        and err == f"bbnet report usage: error: no ledger at {tmp_path / 'nope.db'} (set --db or BBNET_DB)\n"
+    )
 
 
 def test_not_a_ledger_is_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
     code, _, err = run("usage", "--db", str(junk))
-    assert code == 2 and err.startswith(f"bbnet: error: cannot read ledger {junk}:") and err.count("\n") == 1
+    assert (
+        code == 2
+        and err.startswith(f"bbnet report usage: error: cannot read ledger {junk}:")
+        and err.count("\n") == 1
+    )

@@ -87,8 +87,30 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     out = run_bbnet(*args, "--db", str(ledger_db))
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bbnet: error: ") and message in lines[0], out.stderr
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"bbnet {args[0]} {args[1]}: error: ") and message in lines[0]
+    ), out.stderr
     assert _dump(ledger_db) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("budget", "set"), "bbnet budget set: error: Missing argument 'scope'. (see bbnet budget set --help)"),
+        (("nosuch",), "bbnet: error: No such command 'nosuch'. (see bbnet --help)"),
+        (("bottle", "list", "--colour"), "bbnet bottle list: error: No such option: --colour"),
+        (("report", "usage", "--top", "x"), "bbnet report usage: error: Invalid value for '--top'"),
+    ],
+)
+@pytest.mark.parametrize("columns", ["20", "300"])
+def test_usage_errors_are_one_plain_line_at_any_width(
+    tmp_path: Path, args: tuple[str, ...], line: str, columns: str
+) -> None:
+    out = run_bbnet(*args, env={"COLUMNS": columns, "BBNET_DB": str(tmp_path / "ledger.db")})
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith(line), out.stderr
+    assert not any(box in out.stderr for box in "╭│╰─")
+    assert not (tmp_path / "ledger.db").exists()
 
 
 def test_unwritable_db_path(tmp_path: Path) -> None:

@@ -163,7 +163,9 @@ def test_refuses_to_run_over_another_bbnet_table(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
                               check=False)  # fmt: skip
         assert done.returncode == 2
-        assert "table 'netdev bbnet' is already loaded" in done.stdout
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bbnet demo: error: ")
+        assert "table 'netdev bbnet' is already loaded" in lines[0]
         assert host_state() == before
         listing = subprocess.run(["nft", "list", "table", "netdev", "bbnet"], capture_output=True, text=True,
                                  check=True).stdout  # fmt: skip

@@ -66,12 +66,13 @@ def _require(tool: str) -> None:
         subprocess.run(["apt-cache", "show", "vagrant"], capture_output=True, check=False).returncode == 0
     )
     if os.environ.get("CI") == "true" and packaged:
-        pytest.fail(f"{tool} is not installed (make test-tools installs it)")
+        pytest.fail(f"{tool} is not installed (make test-vagrant installs it)")
     pytest.skip(
         f"{tool} is not installed" + ("" if packaged else ": this distribution has no vagrant package")
     )
 
 
+@pytest.mark.vagrant
 def test_vagrantfile_validates(tmp_path: Path) -> None:
     _require("vagrant")
     env = {
@@ -86,6 +87,7 @@ def test_vagrantfile_validates(tmp_path: Path) -> None:
     assert not (VAGRANT_DIR / ".vagrant").exists()
 
 
+@pytest.mark.vagrant
 def test_vagrantfile_is_ruby() -> None:
     _require("ruby")
     done = subprocess.run(["ruby", "-c", str(VAGRANT_DIR / "Vagrantfile")], capture_output=True, text=True,

@@ -6,24 +6,9 @@ import socket
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from bbnet.clikit import CliError, parse_listen
-from meter.sim_cli import mount
 from tests.conftest import run_bbnet
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-    mount(root)
-
-    @root.command("version")  # a second command, so typer keeps "sim" as a subcommand
-    def version() -> None:
-        typer.echo("test")
-
-    return root
 
 
 @pytest.mark.parametrize(
@@ -49,23 +34,28 @@ def test_bad_listen_is_a_one_line_usage_error() -> None:
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == "bbnet: error: invalid address 'nowhere': expected HOST:PORT with a port 0-65535"
+        == "bbnet sim: error: invalid address 'nowhere': expected HOST:PORT with a port 0-65535"
     )
 
 
-def test_bad_replay_file_is_a_usage_error(app: typer.Typer, tmp_path: Path) -> None:
-    har = tmp_path / "broken.har"
+def test_bad_replay_file_is_one_line_and_nothing_serves(tmp_path: Path) -> None:
+    har = tmp_path / ("a-long-folder-name-" * 6) / "broken.har"
+    har.parent.mkdir()
     har.write_text("{")
-    result = CliRunner().invoke(app, ["sim", "--listen", "127.0.0.1:0", "--replay", str(har)])
-    assert result.exit_code == 2
-    assert "not a HAR file" in result.output
+    result = run_bbnet("sim", "--listen", "127.0.0.1:0", "--replay", str(har), env={"COLUMNS": "40"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bbnet sim: error: ") and "not a HAR file" in lines[0]
+    assert "serving" not in result.stderr
 
 
-def test_port_in_use_is_reported(app: typer.Typer) -> None:
+def test_port_in_use_is_one_line() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, ["sim", "--listen", f"127.0.0.1:{port}"])
-    assert result.exit_code == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+        result = run_bbnet("sim", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"bbnet sim: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -104,7 +104,7 @@ def test_second_serve_is_refused(service: Service) -> None:
     assert done.returncode == 2
     assert service.process is not None and service.process.poll() is None
     assert done.stderr.strip().splitlines() == [
-        f"bbnet: error: another bbnet serve is running (pid {service.process.pid}, lock {service.lock})"
+        f"bbnet serve: error: another bbnet serve is running (pid {service.process.pid}, lock {service.lock})"
     ]
 
 

@@ -42,7 +42,9 @@ def test_invalid_settings_stop_startup(tmp_path: Path, sim_url: str, text: str, 
     done = subprocess.run(svc.argv(), capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"bbnet: error: {svc.settings}: ") and named in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"bbnet serve: error: {svc.settings}: ") and named in lines[0]
+    )
     assert not svc.db.exists() and not svc.confdir.exists()  # nothing was started or written
 
 
