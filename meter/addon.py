@@ -176,7 +176,8 @@ class Meter:
     def _deny(
         self, flow: http.HTTPFlow, match: providers.Match, governing: PoolView | None, detail: str
     ) -> None:
-        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail)
+        wait = errors.retry_after(governing, time.time())
+        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail, wait)
         flow.response = http.Response.make(err.status, err.body, err.headers)
 
     @staticmethod

@@ -8,12 +8,14 @@ readable message. Every body also carries ``bbnet_code`` and, for DENY, the gove
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bbnet import providers
 from bbnet.model import PoolView
+from bbnet.pools import period_end
 
 BUDGET_DENIED = "BUDGET_DENIED"
 BUDGET_CONFIG = "BUDGET_CONFIG"
@@ -51,14 +53,37 @@ def _bbnet_fields(code: str, governing: PoolView | None) -> dict[str, object]:
     return fields
 
 
-def gate_error(family: str, code: str, governing: PoolView | None = None, detail: str = "") -> GateError:
-    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``."""
+def retry_after(governing: PoolView | None, now: float) -> int | None:
+    """Seconds until the governing pool's period ends, when waiting can help: never for a
+    ``total`` pool, nor for a bottle refused for its state (no governing pool)."""
+    if governing is None or governing.period == "total":
+        return None
+    return max(1, math.ceil(period_end(governing.period, governing.period_start) - now))
+
+
+def gate_error(
+    family: str,
+    code: str,
+    governing: PoolView | None = None,
+    detail: str = "",
+    retry_after: int | None = None,
+) -> GateError:
+    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``.
+
+    A DENY tells SDKs not to retry (``x-should-retry: false``, honoured by the official SDKs and
+    Claude Code): the same call would be refused again until budget frees up. ``retry_after``
+    (see :func:`retry_after`) adds ``retry-after`` where the period's reset will free it.
+    """
     if code not in (BUDGET_DENIED, BUDGET_CONFIG):
         raise ValueError(f"unknown bbnet error code {code!r}")
     status = 429 if code == BUDGET_DENIED else 503
     message = redact(_message(code, governing, detail))
     extra = _bbnet_fields(code, governing)
     headers = {"content-type": "application/json", "x-bbnet-code": code}
+    if code == BUDGET_DENIED:
+        headers["x-should-retry"] = "false"
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
     body: dict[str, object]
     if family == providers.ANTHROPIC_MESSAGES:
         kind = "rate_limit_error" if status == 429 else "api_error"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from bbnet.ledger import Ledger
 from bbnet.model import Bottle, Budget
 from bbnet.names import Scope
+from bbnet.pools import period_end, period_start
 from bbnet.providers import classify
 from meter import gate
 from meter.addon import DEGRADED_HEADER
@@ -341,6 +343,49 @@ def test_deny_openai_shape(meter: MeterProxy, sim: SimHandle, new_bottle: NewBot
     assert (body["bbnet_code"], body["scope"]) == ("BUDGET_DENIED", f"bottle:{bottle.name}")
 
 
+def _day_end(now: float) -> float:
+    return period_end("day", period_start("day", now))
+
+
+@pytest.mark.parametrize("period", ["day", "total"])
+def test_deny_stops_sdk_retries(meter: MeterProxy, sim: SimHandle, ledger: Ledger, new_bottle: NewBottle,
+                                period: str) -> None:  # fmt: skip
+    """The official SDKs with their default retries (2) get the 429 once: the proxy sees one
+    request per SDK call (one deny line each), the provider none. ``retry-after`` only where the
+    governing pool's period resets."""
+    bottle = new_bottle()
+    ledger.set_budget(Budget(Scope.of_bottle(bottle.name), "*", "tokens", DENY_LIMIT, period))
+    address = source(bottle)
+    shared = http_client(meter, address)  # one client, one bottle
+    a = anthropic.Anthropic(api_key=ANTHROPIC_KEY, http_client=shared)
+    o = openai.OpenAI(api_key=OPENAI_KEY, http_client=shared)
+    with a, o:
+        assert a.max_retries == 2 and o.max_retries == 2  # the SDKs' defaults, untouched here
+        before = time.time()
+
+        def calls() -> tuple[anthropic.RateLimitError, openai.RateLimitError]:
+            with pytest.raises(anthropic.RateLimitError) as a_err:
+                a.messages.create(
+                    model="claude-sim", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
+                )
+            with pytest.raises(openai.RateLimitError) as o_err:
+                o.chat.completions.create(model="gpt-sim", messages=[{"role": "user", "content": PROMPT}])
+            return a_err.value, o_err.value
+
+        (a_error, o_error), seen = sim_delta(sim, calls)
+        after = time.time()
+    assert seen["total"] == 0
+    assert meter.stderr().count(f"deny bottle={bottle.name} ") == 2  # one per SDK call: no retry
+    for error in (a_error, o_error):
+        headers = error.response.headers
+        assert headers["x-should-retry"] == "false"
+        if period == "total":
+            assert "retry-after" not in headers
+        else:
+            wait = int(headers["retry-after"])
+            assert _day_end(after) - after <= wait <= _day_end(before) - before + 1
+
+
 DEGRADE_PROMPT = "Tell me how a budget degrades a call, in detail. " * 6
 DEGRADE_MAX_TOKENS = 200
 DEGRADE_ALLOWED = 6
@@ -415,6 +460,8 @@ def test_cutoff_bottle_gets_429(
     body = error.response.json()
     assert body["bbnet_code"] == "BUDGET_DENIED"
     assert f"bottle {bottle.name} is cutoff" in body["error"]["message"]
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers  # waiting does not lift a cutoff
     assert ledger.usage(bottle=bottle.name) == []
 
 
