@@ -1,4 +1,4 @@
-"""``bbnet report usage|cost|budgets|actions``: offline DuckDB reports over the ledger.
+"""``bbnet report usage|cost|budgets|actions|refusals``: offline DuckDB reports over the ledger.
 
 Mount with :func:`mount`. User errors (bad ``--since``, ``--by``, a missing ledger) are one line on
 stderr and exit code 2. DuckDB, pyarrow and the report modules are imported inside the commands:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 FORMATS = ("table", "json", "csv", "parquet")
 
 app = typer.Typer(
-    help="Reports over the ledger (DuckDB, offline): usage, cost, budgets, enforcement actions.",
+    help="Reports over the ledger (DuckDB, offline): usage, cost, budgets, enforcement actions, refusals.",
     no_args_is_help=True,
 )
 
@@ -139,7 +139,9 @@ def _run(
         _check_top(top)
         filters = _filters(since, until, bottle, now)
         keys = parse_by(by) if by is not None else ()
-        with open_ledger(db or default_path(), cache_dir, use_cache=kind != "actions") as reader:
+        with open_ledger(
+            db or default_path(), cache_dir, use_cache=kind not in ("actions", "refusals")
+        ) as reader:
             if reader.note:
                 typer.echo(f"bbnet: note: {reader.note}", err=True)
             if kind == "usage":
@@ -148,6 +150,8 @@ def _run(
                 report = reports.cost(reader, keys, filters, top, draw)
             elif kind == "actions":
                 report = reports.actions(reader, filters, top)
+            elif kind == "refusals":
+                report = reports.refusals(reader, filters)
             else:
                 report = reports.budgets(reader, now, filters.bottle)
         _emit(report, fmt, output)
@@ -213,6 +217,19 @@ def actions(
 ) -> None:
     """The enforcement timeline: cutoffs, freezes, kills, restores, with who asked and why."""
     _run("actions", db, fmt, output, since, until, bottle, top=top)
+
+
+@app.command("refusals")
+def refusals(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    bottle: BottleOpt = None,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Requests the egress policy refused (EGRESS_DENIED, UNMETERED), per bottle, host and code."""
+    _run("refusals", db, fmt, output, since, until, bottle)
 
 
 def mount(root: typer.Typer) -> None:

@@ -196,6 +196,19 @@ def actions(filters: Filters, top: int | None = None) -> Query:
     )
 
 
+def refusals(filters: Filters) -> Query:
+    """Refused requests per (bottle, host, code), most first; the ledger counts them per UTC day, so
+    ``--since`` and ``--until`` select whole days (a day counts if it starts in the window)."""
+    clause, params = where(filters)
+    clause = clause.replace("ts >=", "day >=").replace("ts <", "day <")
+    return Query(
+        f"SELECT bottle, host, code, sum(count) AS refusals, max(last_ts) AS last_ts,"
+        f" arg_max(last_request, last_ts) AS last_request FROM {LEDGER}.refusals{clause}"
+        " GROUP BY bottle, host, code ORDER BY refusals DESC, bottle, host, code",
+        params,
+    )
+
+
 BUDGETS = Query(f"SELECT scope, provider, unit, period, limit_amount FROM {LEDGER}.budgets ORDER BY 1, 2, 3")
 BOTTLE_PARENTS = Query(f"SELECT name, parent FROM {LEDGER}.bottles")
 

@@ -13,7 +13,7 @@ from analytics.queries import COST_MEASURES, LEDGER, USAGE_MEASURES, Filters, Qu
 from analytics.reader import LedgerReader
 from analytics.table import Column, Report, Series, Table, bucket_label, iso
 
-KINDS = ("usage", "cost", "budgets", "actions")
+KINDS = ("usage", "cost", "budgets", "actions", "refusals")
 _KEY_COLUMNS = {key: Column(key, "str") for key in queries.BY_KEYS}
 _USAGE_COLUMNS = (
     Column("calls", "int"),
@@ -42,6 +42,14 @@ _ACTION_COLUMNS = (
     Column("result", "str"),
     Column("duration_ms", "float"),
     Column("detail", "str"),
+)
+_REFUSAL_COLUMNS = (
+    Column("bottle", "str"),
+    Column("host", "str"),
+    Column("code", "str"),
+    Column("refusals", "int"),
+    Column("last", "str"),
+    Column("last_request", "str"),
 )
 _BUDGET_COLUMNS = (
     Column("scope", "str"),
@@ -121,6 +129,13 @@ def actions(reader: LedgerReader, filters: Filters, top: int | None = None) -> R
         rows.reverse()
     shaped = tuple((row[0], iso(row[1]), *row[2:]) for row in rows)
     return Report(Table("actions", _ACTION_COLUMNS, shaped))
+
+
+def refusals(reader: LedgerReader, filters: Filters) -> Report:
+    """Requests the egress policy refused, per bottle, host and code (``-``: not a bottle's address)."""
+    rows = _run(reader.con, queries.refusals(filters))
+    shaped = tuple((b or "-", host, code, int(n), iso(last), req) for b, host, code, n, last, req in rows)
+    return Report(Table("refusals", _REFUSAL_COLUMNS, shaped))
 
 
 def budgets(reader: LedgerReader, now: float, bottle: str | None = None) -> Report:

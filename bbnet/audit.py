@@ -152,7 +152,17 @@ class AuditOps(Store):
         """Path, schema version, file sizes and row counts."""
         counts = {
             t: self._read(f"SELECT count(*) FROM {t}")[0][0]
-            for t in ("bottles", "budgets", "pools", "reservations", "usage", "desired_state", "actions")
+            for t in (
+                "bottles",
+                "budgets",
+                "pools",
+                "reservations",
+                "usage",
+                "desired_state",
+                "actions",
+                "egress",
+                "refusals",
+            )
         }
         sizes = {
             suffix or "db": os.path.getsize(f"{self.path}{suffix}")

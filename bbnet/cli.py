@@ -163,6 +163,7 @@ def settings_apply(settings: SettingsOpt = None, db: DbOpt = None) -> None:
 def _mount_planes() -> None:
     """Each plane adds its own commands; bbnet/ stays free of their imports until here."""
     from analytics import cli as analytics_cli
+    from bbnet import egress_cli
     from dashboard import cli as dashboard_cli
     from demo import cli as demo_cli
     from enforcer import cli as enforcer_cli
@@ -171,6 +172,7 @@ def _mount_planes() -> None:
     from meter import run_cli, sim_cli
 
     meter_cli.mount(meter_app)
+    egress_cli.mount(bottle_app)
     run_cli.mount(meter_app)
     sim_cli.mount(app)
     enforcer_cli.mount(app, bottle_app)

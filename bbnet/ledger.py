@@ -1,7 +1,7 @@
 """The host ledger: one SQLite file (WAL) behind a small repository API.
 
 No SQL lives outside the ledger modules (:mod:`bbnet.store`, :mod:`bbnet.budgets`,
-:mod:`bbnet.audit`, this one). Every read-modify-write of budget state is one ``BEGIN IMMEDIATE``
+:mod:`bbnet.audit`, :mod:`bbnet.egress_ops`, this one). Every read-modify-write of budget state is one ``BEGIN IMMEDIATE``
 transaction, so pools stay exact under concurrent writers. A PostgreSQL backend can stand behind
 the same calls.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from bbnet.audit import AuditOps
 from bbnet.budgets import BudgetOps
+from bbnet.egress_ops import EgressOps
 from bbnet.model import POLICIES, Bottle
 from bbnet.names import bottle_name
 from bbnet.store import DEFAULT_DB, LedgerError, bottle_from_row, default_path
@@ -21,7 +22,7 @@ from bbnet.store import DEFAULT_DB, LedgerError, bottle_from_row, default_path
 __all__ = ["DEFAULT_DB", "Ledger", "LedgerError", "default_path"]
 
 
-class Ledger(BudgetOps, AuditOps):
+class Ledger(BudgetOps, AuditOps, EgressOps):
     """The repository API every plane uses."""
 
     # -- bottles -----------------------------------------------------------------------------
@@ -106,3 +107,6 @@ class Ledger(BudgetOps, AuditOps):
                     f"bottle {name!r} still has child bottles: {', '.join(r[0] for r in children)}"
                 )
             c.execute("UPDATE bottles SET removed_at = ? WHERE name = ?", (time.time(), name))
+            c.execute(
+                "DELETE FROM egress WHERE bottle = ?", (name,)
+            )  # a new bottle of that name starts afresh

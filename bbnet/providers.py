@@ -103,6 +103,46 @@ def with_extra(extra: Iterable[Provider]) -> tuple[Provider, ...]:
     return (*extra, *BUILTIN)
 
 
+@dataclass(frozen=True)
+class FreeRoute:
+    """A call on a provider's host that spends nothing (token counting, model listings)."""
+
+    method: str
+    path: re.Pattern[str]
+
+
+def _free(method: str, pattern: str) -> FreeRoute:
+    return FreeRoute(method, re.compile(pattern))
+
+
+_MODELS = r"/models(?:/[^/]+)?"
+_COMPAT_FREE = (_free("GET", r"(?:/.*)?" + _MODELS),)
+#: Free calls per provider key; the egress policy lets them pass unmetered. (Providers added from
+#: settings speak OpenAI's format and get its model listing.)
+FREE: dict[str, tuple[FreeRoute, ...]] = {
+    "anthropic": (_free("POST", r"/v1/messages/count_tokens"), _free("GET", r"/v1" + _MODELS)),
+    "openai": (_free("POST", r"/v1/responses/input_tokens"), _free("GET", r"/v1" + _MODELS)),
+    "google": (
+        _free("POST", r"/v1(?:beta|alpha)?/models/[^/:]+:countTokens"),
+        _free("GET", r"/v1(?:beta|alpha)?" + _MODELS),
+    ),
+    "bedrock": (_free("POST", r"/model/[^/]+/count-tokens"),),
+}
+
+
+def provider_of(host: str, catalogue: tuple[Provider, ...] = BUILTIN) -> Provider | None:
+    """The LLM provider whose host this is (whatever the path), or None."""
+    host = host.lower().rstrip(".")
+    return next((p for p in catalogue if p.host.fullmatch(host)), None)
+
+
+def is_free(provider: Provider, method: str, path: str) -> bool:
+    """Whether ``method path`` on the provider's host is one of its free calls."""
+    path = path.split("?", 1)[0]
+    routes = FREE.get(provider.key, _COMPAT_FREE if provider.routes is _CHAT else ())
+    return any(r.method == method and r.path.fullmatch(path) for r in routes)
+
+
 def classify(host: str, path: str, catalogue: tuple[Provider, ...] = BUILTIN) -> Match | None:
     """Return the provider and family of a request, from its original host and path (no query)."""
     host = host.lower().rstrip(".")

@@ -112,6 +112,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_totals ON usage(bottle, provider, input_tokens, output_tokens, cost_micros, ts);
     CREATE INDEX usage_bottle_id ON usage(bottle, id);
     """,
+    # v4: egress policies per bottle (absent: the settings' host default), and refusals counted per
+    # (UTC day, bottle, host, code): one upsert per refused request, bounded however often it repeats
+    """
+    CREATE TABLE egress (
+        bottle      TEXT PRIMARY KEY,
+        policy      TEXT NOT NULL,                -- JSON, the shape of a policy file
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE refusals (
+        day         REAL NOT NULL,                -- UTC day start
+        bottle      TEXT NOT NULL,                -- '' : the source is not a bottle's
+        host        TEXT NOT NULL,
+        code        TEXT NOT NULL,                -- EGRESS_DENIED | UNMETERED
+        count       INTEGER NOT NULL,
+        last_ts     REAL NOT NULL,
+        last_request TEXT NOT NULL,               -- METHOD /path of the latest (no query)
+        PRIMARY KEY (day, bottle, host, code)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_PROXY_PORT
+from bbnet.egress import PolicyDoc
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, Budget
 from bbnet.names import Scope
@@ -71,6 +72,7 @@ class Settings(_Strict):
     address_pool: str = DEFAULT_ADDRESS_POOL
     proxy_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PROXY_PORT
     providers: list[ExtraProvider] = []
+    egress: PolicyDoc = PolicyDoc()  # the host default; absent: the LLM providers only
 
     @field_validator("address_pool")
     @classmethod
@@ -134,7 +136,7 @@ def _describe(err: ValidationError) -> str:
     return f"{where}: {msg}" if where else msg
 
 
-def parse(text: str, source: str = "<settings>") -> Settings:
+def _document(text: str, source: str, what: str) -> dict[str, object]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -144,11 +146,31 @@ def parse(text: str, source: str = "<settings>") -> Settings:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SettingsError(f"{source}: expected a mapping of settings at the top level")
+        raise SettingsError(f"{source}: expected a mapping of {what} at the top level")
+    return raw
+
+
+def parse(text: str, source: str = "<settings>") -> Settings:
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(_document(text, source, "settings"))
     except ValidationError as e:
         raise SettingsError(f"{source}: {_describe(e)}") from None
+
+
+def parse_policy(text: str, source: str = "<policy>") -> PolicyDoc:
+    """An egress policy file (the shape of settings' ``egress:`` section)."""
+    try:
+        return PolicyDoc.model_validate(_document(text, source, "egress policy"))
+    except ValidationError as e:
+        raise SettingsError(f"{source}: {_describe(e)}") from None
+
+
+def load_policy(path: str | Path) -> PolicyDoc:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_policy(text, str(path))
 
 
 def load(path: str | Path | None = None, *, required: bool = False) -> Settings:
@@ -165,4 +187,4 @@ def load(path: str | Path | None = None, *, required: bool = False) -> Settings:
     return parse(text, str(p))
 
 
-__all__ = ["Settings", "SettingsError", "default_path", "load", "parse"]
+__all__ = ["Settings", "SettingsError", "default_path", "load", "load_policy", "parse", "parse_policy"]

@@ -63,6 +63,7 @@ class Launch:
     proxy_port: int = DEFAULT_PROXY_PORT
     labels: dict[str, str] = field(default_factory=dict)
     default_budgets: tuple[Budget, ...] = ()  # settings' bottle_defaults; --budget wins per provider
+    egress: str | None = None  # the bottle's own egress policy (JSON); None: the host default
 
     def validated(self) -> tuple[list[tuple[str, int]], tuple[Endpoint, ...]]:
         bottle_name(self.name)
@@ -101,6 +102,7 @@ def _record(
     action: str,
     started: float,
     defaults: Iterable[Budget] = (),
+    egress: str | None = None,
 ) -> Bottle:
     saved = ledger.add_bottle(bottle)
     undo.callback(ledger.remove_bottle, bottle.name)
@@ -114,6 +116,8 @@ def _record(
         bottle.name, action, ACTOR, "", "ok", (time.perf_counter() - started) * 1000,
         {"veth": bottle.veth, "addresses": list(bottle.addresses)},
     )  # fmt: skip
+    if egress is not None:
+        ledger.set_egress(bottle.name, egress, ACTOR, action)
     return saved
 
 
@@ -147,7 +151,9 @@ def create(
             name=launch.name, parent=launch.parent, netns=ns_name, veth=veth, addresses=(str(lease.bottle),),
             cgroup=str(group), policy=launch.policy, managed=True, labels=labels,
         )  # fmt: skip
-        saved = _record(ledger, bottle, budgets, undo, "create", started, launch.default_budgets)
+        saved = _record(
+            ledger, bottle, budgets, undo, "create", started, launch.default_budgets, launch.egress
+        )
         undo.pop_all()
     return saved
 
@@ -224,7 +230,9 @@ def register(ledger: Ledger, launch: Launch, found: Found, *, cgroup: str | None
             addresses=tuple(f"{a}/32" for a in found.addresses), cgroup=group, policy=launch.policy,
             managed=False, labels=labels,
         )  # fmt: skip
-        saved = _record(ledger, bottle, budgets, undo, "register", started, launch.default_budgets)
+        saved = _record(
+            ledger, bottle, budgets, undo, "register", started, launch.default_budgets, launch.egress
+        )
         undo.pop_all()
     return saved
 

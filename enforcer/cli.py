@@ -36,6 +36,14 @@ AllowOpt = Annotated[
     list[str] | None,
     typer.Option("--allow", help="[tcp|udp:]IPV4:PORT the bottle may reach directly (repeatable)"),
 ]
+EgressOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--egress",
+        help="The bottle's own egress policy file [default: settings' egress:]",
+        show_default=False,
+    ),
+]
 PortOpt = Annotated[
     int | None,
     typer.Option(
@@ -71,11 +79,15 @@ def _settings(path: str | None) -> Settings:
 
 
 def _launch(name: str, parent: str | None, policy: str | None, budget: list[str] | None, allow: list[str] | None,
-            proxy_port: int | None, s: Settings) -> bottles.Launch:  # fmt: skip
+            proxy_port: int | None, s: Settings, egress: Path | None = None) -> bottles.Launch:  # fmt: skip
     """The launch, with what the command line leaves out taken from the settings file."""
+    from bbnet.egress_ops import policy_json
+    from bbnet.settings import load_policy
+
     defaults = tuple(s.launch_budgets(name)) if bottle_name(name) else ()
+    own = policy_json(load_policy(egress)) if egress is not None else None
     return bottles.Launch(name, parent, policy or s.shutdown, tuple(budget or ()), tuple(allow or ()),
-                          proxy_port or s.proxy_port, default_budgets=defaults)  # fmt: skip
+                          proxy_port or s.proxy_port, default_budgets=defaults, egress=own)  # fmt: skip
 
 
 def _show(made: Any, json_: bool) -> None:
@@ -110,6 +122,7 @@ def create(
     policy: PolicyOpt = None,
     budget: BudgetOpt = None,
     allow: AllowOpt = None,
+    egress: EgressOpt = None,
     proxy_port: PortOpt = None,
     settings: SettingsOpt = None,
     db: DbOpt = None,
@@ -117,7 +130,7 @@ def create(
 ) -> None:
     """Make a bottle: netns, veth pair, addresses, route, cgroup, rules; undone on any error."""
     s = _settings(settings)
-    launch = _launch(name, parent, policy, budget, allow, proxy_port, s)
+    launch = _launch(name, parent, policy, budget, allow, proxy_port, s, egress)
     with open_ledger(db) as ledger:
         made = bottles.create(ledger, launch, addr=addr, pool=pool or s.address_pool)
     _show(made, json_)
@@ -141,6 +154,7 @@ def register(
     policy: PolicyOpt = None,
     budget: BudgetOpt = None,
     allow: AllowOpt = None,
+    egress: EgressOpt = None,
     proxy_port: PortOpt = None,
     settings: SettingsOpt = None,
     db: DbOpt = None,
@@ -151,7 +165,7 @@ def register(
     with open_ledger(db) as ledger:
         made = bottles.register(
             ledger,
-            _launch(name, parent, policy, budget, allow, proxy_port, _settings(settings)),
+            _launch(name, parent, policy, budget, allow, proxy_port, _settings(settings), egress),
             found,
             cgroup=cgroup,
         )

@@ -84,6 +84,7 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
     """Run until SIGTERM/SIGINT. Raises a user-facing error if anything needed is missing."""
     from meter.addon import Meter
     from meter.proxy import serve_forever
+    from meter.run_cli import egress_default
 
     require_root()
     with single_instance(lock):
@@ -99,7 +100,8 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
         controller.start()
         meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream,
                       catalogue=with_extra(settings.extra_providers()), on_commit=controller.notify_commit,
-                      on_exhausted=controller.notify_exhausted)  # fmt: skip
+                      on_exhausted=controller.notify_exhausted,
+                      egress_default=egress_default(settings, meter_ledger, "serve"))  # fmt: skip
         previous = signal.signal(signal.SIGTERM, _sigterm)
         try:
             serve_forever([meter, Ready(f"{host}:{port}")], host, port, confdir)

@@ -18,14 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from mitmproxy import http
+from mitmproxy import http, tcp
 
 from bbnet import providers
+from bbnet.egress import Policy
 from bbnet.ledger import Ledger, LedgerError
-from bbnet.model import CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
+from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
-from meter import errors, estimate, gate
+from meter import egress, errors, estimate, gate
 from meter.attribution import AGENT_HEADER, Directory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
@@ -92,6 +93,7 @@ class Meter:
         catalogue: tuple[providers.Provider, ...] = providers.BUILTIN,
         on_commit: OnCommit | None = None,
         on_exhausted: OnExhausted | None = None,
+        egress_default: Policy | None = None,
     ) -> None:
         self.ledger = ledger
         self.ledger_problem = ledger_problem or ("" if ledger else "ledger unavailable")
@@ -102,6 +104,7 @@ class Meter:
         self.on_commit = on_commit
         self.on_exhausted = on_exhausted
         self.directory = Directory(ledger) if ledger else None
+        self.egress_default = egress_default or Policy()  # the settings' egress: section
 
     def running(self) -> None:
         if self.fail_open:
@@ -116,23 +119,80 @@ class Meter:
         req = flow.request
         agent_header = req.headers.pop(AGENT_HEADER, None)
         host, path = req.pretty_host, req.path
-        match = providers.classify(host, path, self.catalogue) if req.method == "POST" else None
-        if match is not None and flow.response is None:
-            self._gate(flow, match, host, path, agent_header)
+        source = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        found = self._who(source)
+        decision = egress.decide(self._policy(found), self.catalogue, req.method, host, path,
+                                 req.headers.get("upgrade"))  # fmt: skip
+        if decision.refused:
+            self._refuse(flow, decision, found, host, f"{req.method} {path.split('?', 1)[0]}")
+            return
+        if decision.match is not None and flow.response is None:
+            self._gate(flow, decision.match, host, path, agent_header, source, found)
         if flow.response is None:
             self._remap(flow, host)
 
-    def _gate(self, flow: http.HTTPFlow, match: providers.Match, host: str, path: str,
-              agent_header: str | None) -> None:  # fmt: skip
-        if self.ledger is None or self.directory is None:
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        """A connection that is not HTTP (raw TCP through CONNECT): only to a host a rule allows whole."""
+        host = str(flow.server_conn.address[0]) if flow.server_conn.address else ""
+        found = self._who(flow.client_conn.peername[0] if flow.client_conn.peername else "")
+        decision = egress.decide_connection(self._policy(found), self.catalogue, host)
+        if decision.refused:  # the connection upstream is opened next (lazily): an error here stops it
+            flow.server_conn.error = f"bbnet: {decision.verdict.value}: egress to {host} refused"
+            self._note_refusal(found, host, decision.verdict.value, "TCP")
+
+    # -- egress --------------------------------------------------------------------------------
+
+    def _who(self, source: str) -> tuple[Bottle | None, str] | LedgerError | None:
+        """The source's bottle and state; None: no ledger; the error when the ledger failed."""
+        if self.directory is None:
+            return None
+        try:
+            return self.directory.lookup(source)
+        except LedgerError as e:
+            return e
+
+    def _policy(self, found: tuple[Bottle | None, str] | LedgerError | None) -> Policy:
+        """The bottle's own policy, else the host default (also for unknown sources and no ledger)."""
+        if isinstance(found, tuple) and found[0] is not None and self.directory is not None:
+            return self.directory.policy(found[0].name) or self.egress_default
+        return self.egress_default
+
+    def _refuse(self, flow: http.HTTPFlow, decision: egress.Decision,
+                found: tuple[Bottle | None, str] | LedgerError | None, host: str, request: str) -> None:  # fmt: skip
+        bottle = found[0].name if isinstance(found, tuple) and found[0] is not None else None
+        if decision.verdict is egress.Verdict.UNMETERED and decision.provider is not None:
+            detail = f"{request} on {host} is not metered; the egress policy refuses it (unmetered: allow opens it)"
+            err = errors.gate_error(decision.provider.routes[0].family, errors.UNMETERED, detail=detail)
+        else:
+            err = errors.egress_denied(host, bottle)
+        flow.response = http.Response.make(err.status, err.body, err.headers)
+        self._note_refusal(found, host, decision.verdict.value, request)
+
+    def _note_refusal(self, found: tuple[Bottle | None, str] | LedgerError | None, host: str, code: str,
+                      request: str) -> None:  # fmt: skip
+        bottle = found[0].name if isinstance(found, tuple) and found[0] is not None else ""
+        log.info("refused bottle=%s host=%s code=%s %s", bottle or "-", host, code, errors.redact(request))
+        if self.ledger is not None:
+            _after_answer(self._write_refusal, self.ledger, bottle, host, code, request)
+
+    @staticmethod
+    def _write_refusal(ledger: Ledger, bottle: str, host: str, code: str, request: str) -> None:
+        try:
+            ledger.record_refusal(bottle, host, code, request)
+        except LedgerError as e:
+            log.error("refusal not recorded (bottle %s, host %s): %s", bottle, host, errors.redact(str(e)))
+
+    # -- the gate ------------------------------------------------------------------------------
+
+    def _gate(self, flow: http.HTTPFlow, match: providers.Match, host: str, path: str, agent_header: str | None,
+              source: str, found: tuple[Bottle | None, str] | LedgerError | None) -> None:  # fmt: skip
+        if self.ledger is None or found is None:
             self._unavailable(flow, match, self.ledger_problem)
             return
-        source = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        try:
-            bottle, state = self.directory.lookup(source)
-        except LedgerError as e:
-            self._unavailable(flow, match, str(e))
+        if isinstance(found, LedgerError):
+            self._unavailable(flow, match, str(found))
             return
+        bottle, state = found
         if bottle is None:
             self._reply(flow, 403, {"error": {"message": f"bbnet: {source} is not a known bottle"},
                                     "bbnet_code": "UNKNOWN_SOURCE"})  # fmt: skip

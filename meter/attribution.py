@@ -1,7 +1,7 @@
 """Who is calling: the client's source address → the bottle that owns it.
 
 Unforgeable because netrules drops spoofed sources on each bottle's veth. The address map and
-the bottles' desired states are cached and rebuilt only when another connection has written to
+the bottles' desired states and egress policies are cached and rebuilt only when another connection has written to
 the ledger (SQLite's ``data_version``), so the hot path costs one cheap PRAGMA.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from bbnet.egress import Policy, PolicyDoc, compile_policy
 from bbnet.ledger import Ledger
 from bbnet.model import Bottle
 
@@ -21,6 +22,7 @@ class Directory:
         self._version: int | None = None
         self._by_address: dict[str, Bottle] = {}
         self._states: dict[str, str] = {}
+        self._policies: dict[str, Policy] = {}
 
     def _refresh(self) -> None:
         version = self._ledger.data_version()
@@ -32,6 +34,10 @@ class Directory:
                 by_address[str(ipaddress.ip_interface(cidr).ip)] = bottle
         self._by_address = by_address
         self._states = {s.bottle: s.state for s in self._ledger.desired_states()}
+        self._policies = {
+            name: compile_policy(PolicyDoc.model_validate_json(text))
+            for name, text in self._ledger.egress_policies().items()
+        }
         self._version = version
 
     def lookup(self, address: str) -> tuple[Bottle | None, str]:
@@ -39,3 +45,7 @@ class Directory:
         self._refresh()
         bottle = self._by_address.get(address.removeprefix("::ffff:"))  # IPv4-mapped, as dual-stack reports
         return bottle, self._states.get(bottle.name, "open") if bottle else "open"
+
+    def policy(self, bottle: str) -> Policy | None:
+        """The bottle's own egress policy (None: the host default applies); call after :meth:`lookup`."""
+        return self._policies.get(bottle)

@@ -19,6 +19,9 @@ from bbnet.pools import period_end
 
 BUDGET_DENIED = "BUDGET_DENIED"
 BUDGET_CONFIG = "BUDGET_CONFIG"
+UNMETERED = "UNMETERED"  # a call on an LLM host the meter cannot meter: refused (egress policy)
+EGRESS_DENIED = "EGRESS_DENIED"
+_STATUS = {BUDGET_DENIED: 429, BUDGET_CONFIG: 503, UNMETERED: 403}
 REDACTED = "[REDACTED]"
 
 
@@ -68,40 +71,49 @@ def gate_error(
     detail: str = "",
     retry_after: int | None = None,
 ) -> GateError:
-    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``.
+    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``, 403 for ``UNMETERED``.
 
     A DENY tells SDKs not to retry (``x-should-retry: false``, honoured by the official SDKs and
     Claude Code): the same call would be refused again until budget frees up. ``retry_after``
     (see :func:`retry_after`) adds ``retry-after`` where the period's reset will free it.
     """
-    if code not in (BUDGET_DENIED, BUDGET_CONFIG):
+    if code not in _STATUS:
         raise ValueError(f"unknown bbnet error code {code!r}")
-    status = 429 if code == BUDGET_DENIED else 503
+    status = _STATUS[code]
     message = redact(_message(code, governing, detail))
     extra = _bbnet_fields(code, governing)
     headers = {"content-type": "application/json", "x-bbnet-code": code}
-    if code == BUDGET_DENIED:
+    if code != BUDGET_CONFIG:  # a refusal stays one until budget or policy change: no retry
         headers["x-should-retry"] = "false"
-        if retry_after is not None:
-            headers["retry-after"] = str(retry_after)
+    if code == BUDGET_DENIED and retry_after is not None:
+        headers["retry-after"] = str(retry_after)
     body: dict[str, object]
     if family == providers.ANTHROPIC_MESSAGES:
-        kind = "rate_limit_error" if status == 429 else "api_error"
+        kind = {429: "rate_limit_error", 403: "permission_error"}.get(status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": message}, **extra}
     elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES):
-        kind = "rate_limit_exceeded" if status == 429 else "server_error"
+        kind = {429: "rate_limit_exceeded", 403: "permission_denied"}.get(status, "server_error")
         body = {"error": {"message": message, "type": kind, "code": code.lower()}, **extra}
     elif family == providers.GEMINI:
-        state = "RESOURCE_EXHAUSTED" if status == 429 else "UNAVAILABLE"
+        state = {429: "RESOURCE_EXHAUSTED", 403: "PERMISSION_DENIED"}.get(status, "UNAVAILABLE")
         body = {"error": {"code": status, "message": message, "status": state}, **extra}
     elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE):
-        headers["x-amzn-ErrorType"] = (
-            "ThrottlingException" if status == 429 else "ServiceUnavailableException"
+        headers["x-amzn-ErrorType"] = {429: "ThrottlingException", 403: "AccessDeniedException"}.get(
+            status, "ServiceUnavailableException"
         )
         body = {"message": message, **extra}
     else:
         raise ValueError(f"unknown API family {family!r}")
     return GateError(status, headers, json.dumps(body).encode())
+
+
+def egress_denied(host: str, bottle: str | None) -> GateError:
+    """The answer to a request the egress policy does not allow (a host no rule names)."""
+    who = f"bottle {bottle}" if bottle else "this source"
+    message = f"bbnet: egress to {host} is not allowed for {who} (egress policy)"
+    body = {"error": {"type": "egress_denied", "message": message}, "bbnet_code": EGRESS_DENIED, "host": host}
+    headers = {"content-type": "application/json", "x-bbnet-code": EGRESS_DENIED, "x-should-retry": "false"}
+    return GateError(403, headers, json.dumps(body).encode())
 
 
 # --- redaction --------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,11 +22,26 @@ from bbnet.defaults import DEFAULT_PROXY_PORT
 from bbnet.ledger import Ledger, LedgerError, default_path
 from bbnet.providers import with_extra
 
+if TYPE_CHECKING:
+    from bbnet.egress import Policy
+    from bbnet.settings import Settings
+
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT the proxy listens on")]
 
 
 def fail_open_from_env() -> bool:
     return os.environ.get("BBNET_FAIL_OPEN") == "1"
+
+
+def egress_default(s: Settings, ledger: Ledger | None, actor: str) -> Policy:
+    """The host default egress policy from settings; a change since the last start is audited."""
+    from bbnet.egress import compile_policy
+    from bbnet.egress_ops import policy_json
+
+    if ledger is not None:  # a ledger that fails here fails LLM calls closed; the default still holds
+        with contextlib.suppress(LedgerError):
+            ledger.note_egress_default(policy_json(s.egress), actor)
+    return compile_policy(s.egress)
 
 
 def run(
@@ -51,7 +67,8 @@ def run(
     except LedgerError as e:
         problem = str(e)
     meter = Meter(ledger, ledger_problem=problem, fail_open=s.fail_open or fail_open_from_env(),
-                  lease_seconds=s.lease_seconds, upstream=upstream, catalogue=with_extra(s.extra_providers()))  # fmt: skip
+                  lease_seconds=s.lease_seconds, upstream=upstream, catalogue=with_extra(s.extra_providers()),
+                  egress_default=egress_default(s, ledger, "meter"))  # fmt: skip
     try:
         serve_forever([meter], host, port, confdir or default_confdir())
     except OSError as e:

@@ -63,14 +63,15 @@ class MeterProxy:
 
 
 def launch_proxy(
-    workdir: Path, db: Path, upstream_map: list[str], env: dict[str, str] | None = None
-) -> MeterProxy:
+    workdir: Path, db: Path, upstream_map: list[str], env: dict[str, str] | None = None,
+    settings_text: str = "fail_open: false\n",
+) -> MeterProxy:  # fmt: skip
     """Start `bbnet meter run` (not waiting for it: see :func:`wait_ready`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     confdir = workdir / "confdir"
     settings = workdir / "settings.yml"
-    settings.write_text("fail_open: false\n")
+    settings.write_text(settings_text)
     stderr_path = workdir / "meter.stderr"
     args = [BBNET, "meter", "run", "--listen", f"127.0.0.1:{port}", "--db", str(db)]
     args += ["--settings", str(settings), "--confdir", str(confdir)]

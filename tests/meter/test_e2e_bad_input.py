@@ -1,6 +1,7 @@
 """Bad input through a real `bbnet meter run`: answers that lack usage, streams cut short or not
-UTF-8, non-LLM traffic and malformed requests reach the client unchanged, nothing crashes, and
-the ledger ends with one flagged (estimated) row per answered call or a released hold."""
+UTF-8 and malformed requests reach the client unchanged, nothing crashes, and
+the ledger ends with one flagged (estimated) row per answered call or a released hold; non-LLM
+traffic is refused by the default egress policy."""
 
 from __future__ import annotations
 
@@ -151,10 +152,12 @@ def test_malformed_request_is_forwarded_and_its_hold_released(meter: MeterProxy,
     assert _rows_after(ledger, before) == []
 
 
-def test_non_llm_traffic_passes_unmetered(meter: MeterProxy, ledger: Ledger) -> None:
+def test_non_llm_traffic_is_refused_by_default(meter: MeterProxy, ledger: Ledger) -> None:
+    """No ``egress:`` in settings: only the LLM providers; nothing else leaves (see test_e2e_egress)."""
     before = _last_id(ledger)
     with http_client(meter, ADDRESS) as client:
-        r = client.get("https://example.org/some/page")
-    assert (r.status_code, r.content) == (200, PAGE)
+        r = client.get("https://example.org/some/page", headers={"x-api-key": "sk-ant-bad-input-key"})
+    assert r.status_code == 403 and r.json()["bbnet_code"] == "EGRESS_DENIED"
+    assert r.content != PAGE  # the upstream's page never came back: it was never asked
     assert _rows_after(ledger, before) == []
     assert "sk-ant-bad-input-key" not in meter.stderr()
