@@ -117,6 +117,17 @@ def _settings(path: str) -> tuple[str, str]:
     return OK, f"{path} is valid"
 
 
+def _egress(db: str, path: str) -> tuple[str, str]:
+    """The egress policy in force: the host default, and how many bottles carry their own."""
+    from bbnet import settings
+    from bbnet.egress import describe
+
+    default = describe(settings.load(path).egress)
+    with Ledger.open(db, create=False) as ledger:
+        own, bottles = len(ledger.egress_policies()), len(ledger.bottles())
+    return OK, f"host default: {default}; {own} of {bottles} bottles have their own policy"
+
+
 def _proxy(host: str, port: int, confdir: str) -> tuple[str, str]:
     ca = Path(confdir) / "mitmproxy-ca-cert.pem"
     try:
@@ -156,6 +167,7 @@ def run_checks(*, db: str, settings_path: str, proxy_host: str, proxy_port: int,
         _check("connections", _sock_destroy),
         _check("ledger", lambda: _ledger(db)),
         _check("settings", lambda: _settings(settings_path)),
+        _check("egress", lambda: _egress(db, settings_path)),
         _check("proxy", lambda: _proxy(proxy_host, proxy_port, confdir)),
         _check("probe", lambda: _probe(db)),
     ]
