@@ -128,7 +128,8 @@ class Settings(_Strict):
 
 def _describe(err: ValidationError) -> str:
     # In a union (a limit is a number or {limit, period}) the deepest error is the one that matters.
-    e = max(err.errors(), key=lambda x: len(x["loc"]))
+    # An unknown key comes first: a misspelt key also shows up as the right one missing.
+    e = max(err.errors(), key=lambda x: (x["type"] == "extra_forbidden", len(x["loc"])))
     where = ".".join(str(p) for p in e["loc"] if str(p) not in ("constrained-int", "int", "PoolSpec"))
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":

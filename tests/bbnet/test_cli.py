@@ -184,3 +184,49 @@ def test_bad_settings_file(tmp_path: Path, db: Path, text: str, message: str) ->
     assert out.returncode == 2
     assert str(bad) in out.stderr and message in out.stderr, out.stderr
     assert not db.exists()  # nothing written
+
+
+def test_bottle_egress_set_show_default(ledger_db: Path, tmp_path: Path) -> None:
+    db, policy = str(ledger_db), tmp_path / "web.yml"
+    policy.write_text("presets: [pypi, github]\nallow:\n  - hosts: [docs.example]\n")
+    shown = run_bbnet("bottle", "egress", "web", "--db", db, "--settings", str(tmp_path / "none.yml"))
+    assert shown.stdout.strip() == "bottle web: egress LLM providers only (host default)"
+    done = run_bbnet("bottle", "egress", "web", str(policy), "--db", db, "--reason", "needs docs")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "bottle web: egress LLM providers + presets pypi, github; 1 rule (bottle)"
+    with Ledger.open(ledger_db) as ledger:
+        [row] = [a for a in ledger.actions() if a.action == "egress"]
+        assert (row.bottle, row.reason, json.loads(row.detail or "")["presets"]) == (
+            "web",
+            "needs docs",
+            ["pypi", "github"],
+        )
+        assert set(ledger.egress_policies()) == {"web"}
+    assert run_bbnet("bottle", "egress", "web", "--default", "--db", db).returncode == 0
+    with Ledger.open(ledger_db) as ledger:
+        assert ledger.egress_policies() == {}
+        assert [a.detail for a in ledger.actions() if a.action == "egress"][-1] == '"default"'
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("bottle", "egress", "web", "{policy}", "--db", "{db}"), "bbnet bottle egress: error: {policy}: allow.0.host: unknown key"),
+        (("bottle", "egress", "nobody", "--default", "--db", "{db}"), "bbnet bottle egress: error: no bottle named 'nobody'"),
+        (("bottle", "egress", "web", "{policy}", "--default", "--db", "{db}"), "bbnet bottle egress: error: give a policy FILE or --default, not both"),
+        (("bottle", "create", "new", "--egress", "{policy}", "--db", "{db}"), "bbnet bottle create: error: {policy}: allow.0.host: unknown key"),
+        (("settings", "check", "--settings", "{settings}"), "bbnet settings check: error: {settings}: egress.presets.0: Input should be"),
+    ],
+)  # fmt: skip
+def test_bad_egress_input_is_one_line_and_changes_nothing(
+    ledger_db: Path, tmp_path: Path, args: tuple[str, ...], error: str
+) -> None:
+    policy, settings = tmp_path / "bad.yml", tmp_path / "settings.yml"
+    policy.write_text("allow:\n  - host: [docs.example]\n")
+    settings.write_text("egress:\n  presets: [pypy]\n")
+    before = _dump(ledger_db)
+    done = run_bbnet(*(a.format(policy=policy, settings=settings, db=ledger_db) for a in args))
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(error.format(policy=policy, settings=settings))
+    assert _dump(ledger_db) == before
