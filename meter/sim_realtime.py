@@ -9,8 +9,9 @@ each ``response.create``, so a test can predict it:
   earlier answer's text tokens; input audio tokens = appended audio bytes // ``AUDIO_BYTES_PER_TOKEN``
   plus every earlier answer's audio tokens;
 * cached tokens = the previous response's input tokens (the conversation prefix), text first;
-* output text tokens = min(cap, the simulator's default), one word each; output audio tokens =
-  ``AUDIO_TOKENS_PER_WORD`` per word when ``"audio"`` is among the output modalities.
+* output tokens = min(cap, the simulator's default): all text, one word each; or, when ``"audio"``
+  is among the output modalities, that many // (1 + ``AUDIO_TOKENS_PER_WORD``) words (at least one)
+  each spoken as ``AUDIO_TOKENS_PER_WORD`` audio tokens.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def respond(conv: Conversation, doc: dict[str, Any], output_default: int) -> Tur
         cap = None
     elif isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise SimRequestError(f"response.max_output_tokens: must be a positive integer or 'inf', got {cap!r}")
-    words = output_default if cap is None else min(cap, output_default)
+    allowed = output_default if cap is None else min(cap, output_default)
     modalities = tuple(params.get("output_modalities") or conv.modalities)
+    words = max(1, allowed // (1 + AUDIO_TOKENS_PER_WORD)) if "audio" in modalities else allowed
     text_in = input_tokens({"items": list(conv.items), "instructions": conv.instructions, "response": params})
     text_in += conv.text_tokens
     audio_in = conv.audio_bytes // AUDIO_BYTES_PER_TOKEN + conv.audio_tokens

@@ -10,12 +10,13 @@ usage row or one release. Refused messages are dropped and answered with the API
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http, websocket
-from wsproto.frame_protocol import CloseReason, FrameProtocol
+from mitmproxy.proxy import events
 
 from bbnet import providers
 from bbnet.ledger import LedgerError
@@ -137,7 +138,9 @@ class SocketMeter:
             bottle, state = meter.directory.lookup(source)
             if bottle is None or bottle.name != sock.bottle or state != "open":
                 msg.drop()
-                close(flow, f"bbnet: bottle {sock.bottle} is {state if bottle else 'gone'}")
+                why = f"bottle {sock.bottle} is {state if bottle else 'gone'}: the socket is closed"
+                close(flow, errors.socket_error(sock.endpoint.match.family, errors.BUDGET_DENIED, None, why,
+                                                reading.event_id))  # fmt: skip
                 log.info(
                     "closed a WebSocket of bottle %s: it is %s", sock.bottle, state if bottle else "gone"
                 )
@@ -229,17 +232,21 @@ class SocketMeter:
         sock.pending.clear()
 
 
-def close(flow: http.HTTPFlow, reason: str) -> None:
-    """Close a WebSocket from the proxy: a close frame (1008, policy violation) to the client, then
-    the client connection is cancelled the way mitmproxy's own inactivity timeout does it, so its
-    WebSocket layer closes the server side and ``websocket_end`` runs. (mitmproxy has no command to
-    close a WebSocket yet, see its issue 4773.)"""
+def close(flow: http.HTTPFlow, event: bytes) -> None:
+    """Close a WebSocket from the proxy: ``event`` (an error event saying why) goes to the client,
+    then mitmproxy's WebSocket layer is told the server side closed, so it sends the client a close
+    frame, closes both connections and runs ``websocket_end``. Both are injected on the client's
+    connection handler in order. (mitmproxy has no command to close a WebSocket, its issue 4773.)"""
+    ctx.master.commands.call("inject.websocket", flow, True, event, True)
     server = ctx.master.addons.get("proxyserver")
     handler = server.connections.get(flow.client_conn.id) if server is not None else None
-    transport = handler.transports.get(flow.client_conn) if handler is not None else None
-    if transport is None or transport.writer is None or transport.handler is None:
+    if handler is None:
         return
-    transport.writer.write(
-        FrameProtocol(client=False, extensions=[]).close(CloseReason.POLICY_VIOLATION, reason)
+    task = asyncio.get_running_loop().create_task(
+        handler.server_event(events.ConnectionClosed(flow.server_conn))
     )
-    transport.handler.cancel("bbnet: bottle cut off")
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()  # the close tasks, referenced until done
