@@ -6,6 +6,8 @@ Per LLM request (classified from the *original* host, before any upstream remap)
 ``response`` commits real usage (or the flagged estimate); ``error`` commits what a broken stream
 showed, else releases. Every call ends as exactly one usage row or one released reservation.
 Those ledger writes run on the event loop just after the answer has been sent, not before it.
+WebSocket upgrades and their messages are handed to :class:`meter.ws_addon.SocketMeter`, which
+meters each response on the socket the same way.
 """
 
 from __future__ import annotations

@@ -259,6 +259,25 @@ def test_unknown_source_upgrade_refused(meter: MeterProxy, sim: SimHandle) -> No
     assert refused.value.response.status_code == 403
 
 
+def test_unmetered_socket_on_an_llm_host_is_logged(meter: MeterProxy, ledger: Ledger) -> None:
+    bottle = new_bottle(ledger)
+    with pytest.raises(InvalidStatus):  # the simulator serves no such socket
+        raw_socket(meter, bottle, "wss://api.anthropic.com/v1/some-socket?key=not-logged")
+    line = "unmetered WebSocket to api.anthropic.com/v1/some-socket"
+    assert wait_for(lambda: line in meter.stderr())
+    assert "not-logged" not in meter.stderr()
+
+
+def test_broken_ledger_refuses_the_upgrade(ledger: Ledger, sim: SimHandle) -> None:
+    not_a_file = ledger.path.parent / "not-a-ledger"
+    not_a_file.mkdir()
+    proxy = launch_proxy(ledger.path.parent / "closed", not_a_file, [f"*={sim.url}"])
+    with running_proxies(proxy), pytest.raises(InvalidStatus) as refused:
+        raw_socket(proxy, new_bottle(ledger), "wss://api.openai.com/v1/responses")
+    assert refused.value.response.status_code == 503
+    assert b"BUDGET_CONFIG" in refused.value.response.body
+
+
 # -- Realtime ----------------------------------------------------------------------------------------
 
 
