@@ -12,6 +12,10 @@ each ``response.create``, so a test can predict it:
 * output tokens = min(cap, the simulator's default): all text, one word each; or, when ``"audio"``
   is among the output modalities, that many // (1 + ``AUDIO_TOKENS_PER_WORD``) words (at least one)
   each spoken as ``AUDIO_TOKENS_PER_WORD`` audio tokens.
+
+With turn detection on (``session.update`` sets ``turn_detection``), an ``input_audio_buffer.commit``
+makes the server start a response on its own, as if ``response.create`` came with no parameters
+(the real server detects the end of speech itself; the commit stands in for it).
 """
 
 from __future__ import annotations
@@ -37,12 +41,23 @@ class Conversation:
     modalities: tuple[str, ...] = ("text",)
     previous_input: int = 0
     turns: int = 0
+    server_vad: bool = False  # turn detection on: the server starts a response when audio is committed
     items: tuple[dict[str, Any], ...] = ()
 
 
 def _object(doc: dict[str, Any], key: str) -> dict[str, Any]:
     value = doc.get(key)
     return value if isinstance(value, dict) else {}
+
+
+def _turn_detection(session: dict[str, Any], current: bool) -> bool:
+    """Whether turn detection is on after a session.update (GA: ``audio.input.turn_detection``;
+    beta: ``turn_detection``); a null turns it off, absence keeps it."""
+    audio_input = _object(_object(session, "audio"), "input")
+    holder = audio_input if "turn_detection" in audio_input else session
+    if "turn_detection" not in holder:
+        return current
+    return isinstance(holder["turn_detection"], dict)
 
 
 def observe(conv: Conversation, doc: dict[str, Any]) -> Conversation:
@@ -53,7 +68,8 @@ def observe(conv: Conversation, doc: dict[str, Any]) -> Conversation:
         cap = session.get("max_output_tokens", conv.cap)
         modalities = session.get("output_modalities") or session.get("modalities") or conv.modalities
         return replace(conv, instructions=str(session.get("instructions", conv.instructions)),
-                       cap=cap if isinstance(cap, int) else None, modalities=tuple(modalities))  # fmt: skip
+                       cap=cap if isinstance(cap, int) else None, modalities=tuple(modalities),
+                       server_vad=_turn_detection(session, conv.server_vad))  # fmt: skip
     if kind == "conversation.item.create":
         item = _object(doc, "item")
         return replace(conv, items=(*conv.items, item))

@@ -77,7 +77,15 @@ class Session:
             yield _error(self.family, "a client event must be a JSON object", None)
             return
         event_id = doc.get("event_id") if isinstance(doc.get("event_id"), str) else None
-        if doc.get("type") != "response.create":
+        kind = doc.get("type")
+        if (
+            self.family == OPENAI_REALTIME
+            and kind == "input_audio_buffer.commit"
+            and self.conversation.server_vad
+        ):
+            yield {"type": "input_audio_buffer.committed", "event_id": "event_" + secrets.token_hex(8)}
+            doc = {"type": "response.create"}  # the server starts the response on its own
+        elif kind != "response.create":
             if self.family == OPENAI_REALTIME:
                 self.conversation = sim_realtime.observe(self.conversation, doc)
                 return

@@ -164,15 +164,22 @@ def _realtime_create(
 ) -> ClientReading:
     if "response" in doc and not isinstance(doc["response"], dict):
         return Refuse("response.create: response must be an object", event_id)
-    params = _dict(doc.get("response"))
+    plan = realtime_plan(ep, session, _dict(doc.get("response")))
+    return Create(plan, doc, None, event_id)
+
+
+def realtime_plan(ep: Endpoint, session: Session, params: dict[str, Any]) -> gate.Plan:
+    """A Realtime response's reservation: the conversation so far (unless the response is out of
+    band) plus its own input, and its cap, else the session's, else the model's. Also what the
+    server's own responses (voice activity detection starts them, no ``response.create``) reserve,
+    with no ``params``."""
     model = session.model or ep.model
     own = estimate.input_tokens(OPENAI_RESPONSES, params)
     context = 0 if params.get("conversation") == "none" else session.realtime_input
     cap = _cap(params.get("max_output_tokens")) or session.max_output_tokens or request.output_cap(model)
-    plan = gate.Plan(
+    return gate.Plan(
         ep.match.provider, OPENAI_REALTIME, model, own + context, cap, stream=True, readable=True
     )
-    return Create(plan, doc, None, event_id)
 
 
 def _observe_client(session: Session, kind: str, doc: dict[str, Any]) -> Session:
@@ -243,7 +250,10 @@ class SessionInfo:
 
 ServerReading = Started | Finished | ServerError | SessionInfo | None
 
-_TYPE_FIRST = re.compile(rb'\A\s*\{\s*"type"\s*:\s*"([^"\\]{1,64})"')
+# ``type`` first, or second after ``event_id`` (as the Realtime API writes its events)
+_TYPE_FIRST = re.compile(
+    rb'\A\s*\{\s*(?:"event_id"\s*:\s*"[^"\\]{0,64}"\s*,\s*)?"type"\s*:\s*"([^"\\]{1,64})"'
+)
 _RESPONSES_END = {"response.completed": False, "response.incomplete": False, "response.failed": True}
 _WANTED = frozenset({"response.created", "response.done", "error", "session.created", "session.updated",
                      *_RESPONSES_END})  # fmt: skip

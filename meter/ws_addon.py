@@ -41,6 +41,7 @@ class Pending:
     lane: str | None
     event_id: str | None
     started: bool = False
+    over_budget: bool = False  # a response the server started on its own that the budget could not pay
 
 
 @dataclass
@@ -119,7 +120,7 @@ class SocketMeter:
         if msg.from_client:
             self._client(flow, sock, msg)
         else:
-            self._server(sock, msg)
+            self._server(flow, sock, msg)
 
     def _client(self, flow: http.HTTPFlow, sock: Socket, msg: websocket.WebSocketMessage) -> None:
         reading, sock.session = ws.read_client(sock.endpoint, sock.session, msg.content, msg.is_text)
@@ -184,29 +185,66 @@ class SocketMeter:
         event = errors.socket_error(sock.endpoint.match.family, code, governing, detail, event_id)
         ctx.master.commands.call("inject.websocket", flow, True, event, True)
 
-    def _server(self, sock: Socket, msg: websocket.WebSocketMessage) -> None:
+    def _server(self, flow: http.HTTPFlow, sock: Socket, msg: websocket.WebSocketMessage) -> None:
         family = sock.endpoint.match.family
         reading = ws.read_server(family, msg.content, msg.is_text, sock.session.model)
         if reading is None:
             return
         sock.session = ws.observe_server(sock.session, family, reading)
         if isinstance(reading, ws.Started):
-            for p in sock.pending:
-                if (p.lane == reading.lane or family == providers.OPENAI_REALTIME) and not p.started:
-                    p.started = True
-                    break
+            starting = next((p for p in sock.pending if not p.started and (
+                p.lane == reading.lane or family == providers.OPENAI_REALTIME)), None)  # fmt: skip
+            if starting is not None:
+                starting.started = True
+            elif family == providers.OPENAI_REALTIME:
+                self._server_started(flow, sock)
         elif isinstance(reading, ws.Finished):
             pending = sock.take(reading.lane)
             if pending is None:
+                log.warning(
+                    "unmetered response on a WebSocket of bottle %s: no reservation matches it", sock.bottle
+                )
                 return
             if reading.usage is None and reading.failed:
                 self.meter._release(pending.call, "the response failed with no usage")
             else:
                 self.meter._commit(pending.call, reading.usage, UPGRADE_STATUS)
+            if pending.over_budget:
+                why = "the budget cannot pay for the responses the server starts: the socket is closed"
+                close(flow, errors.socket_error(family, errors.BUDGET_DENIED, pending.call.reservation.governing
+                                                if pending.call.reservation else None, why))  # fmt: skip
         elif isinstance(reading, ws.ServerError):
             refused = self._refused(sock, reading)
             if refused is not None:
                 self.meter._release(refused.call, "the API answered response.create with an error")
+
+    def _server_started(self, flow: http.HTTPFlow, sock: Socket) -> None:
+        """A Realtime response the server started on its own (voice activity detection): reserved
+        as it starts. If the budget cannot pay, it is still metered to its end (it cannot be
+        stopped on the way), then the socket is closed."""
+        meter = self.meter
+        if meter.ledger is None:
+            return
+        plan = ws.realtime_plan(sock.endpoint, sock.session, {})
+        sock.created += 1
+        key = f"{flow.id}:{sock.created}"
+        try:
+            result = meter.ledger.reserve(gate.reserve_request(
+                plan, key, sock.bottle, sock.agent, rates(sock.endpoint.match.price_provider, plan.model,
+                                                          plan.input_tokens), meter.lease_seconds))  # fmt: skip
+        except LedgerError as e:
+            log.error(
+                "a server-started response of bottle %s goes unmetered: %s",
+                sock.bottle,
+                errors.redact(str(e)),
+            )
+            return
+        denied = result.outcome is Outcome.DENY
+        if denied:
+            log.warning("bottle %s: the server started a response the budget cannot pay for (%s); closing the"
+                        " socket when it ends", sock.bottle, result.governing.scope if result.governing else "-")  # fmt: skip
+        call = meter.new_call(key, sock.bottle, sock.agent, sock.endpoint, plan, b"{}", result)
+        sock.pending.append(Pending(call, None, None, started=True, over_budget=denied))
 
     @staticmethod
     def _refused(sock: Socket, error: ws.ServerError) -> Pending | None:

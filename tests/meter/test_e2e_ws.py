@@ -348,3 +348,52 @@ def test_realtime_deny_names_the_client_event(meter: MeterProxy, sim: SimHandle,
         sock.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))  # still open
         sock.ping().wait(timeout=20)
     assert holds(ledger, bottle) == [] and ledger.usage(bottle=bottle.name) == []
+
+
+def vad_turn(sock: Connection) -> dict[str, Any]:
+    """Turn detection on, some audio, commit: the server starts a response on its own."""
+    assert recv_json(sock)["type"] == "session.created"
+    turn_detection = {"type": "server_vad"}
+    sock.send(
+        json.dumps(
+            {"type": "session.update", "session": {"audio": {"input": {"turn_detection": turn_detection}}}}
+        )
+    )
+    sock.send(
+        json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(9600)).decode()})
+    )
+    sock.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    done = recv_json(sock)
+    while done["type"] != "response.done":
+        done = recv_json(sock)
+    return done
+
+
+def test_realtime_server_started_response_is_metered(meter: MeterProxy, ledger: Ledger) -> None:
+    bottle = new_bottle(ledger)
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/realtime?model=gpt-realtime") as sock:
+        done = vad_turn(sock)
+        sock.ping().wait(timeout=20)  # still open
+    usage = done["response"]["usage"]
+    assert usage["input_token_details"]["audio_tokens"] == 2
+    [row] = rows(ledger, bottle, 1)
+    assert (row["input_tokens"], row["output_tokens"], row["estimated"]) == (
+        usage["input_tokens"], usage["output_tokens"], 0)  # fmt: skip
+    assert holds(ledger, bottle) == []
+
+
+def test_realtime_server_started_response_over_budget_closes(meter: MeterProxy, ledger: Ledger) -> None:
+    bottle = new_bottle(ledger, budget=2)
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/realtime?model=gpt-realtime") as sock:
+        done = vad_turn(sock)  # it cannot be stopped on the way: metered to its end
+        error = recv_json(sock)
+        with pytest.raises(ConnectionClosed):
+            sock.recv(timeout=20)
+    assert (error["type"], error["bbnet_code"], error["scope"]) == (
+        "error",
+        "BUDGET_DENIED",
+        f"bottle:{bottle.name}",
+    )
+    [row] = rows(ledger, bottle, 1)
+    assert row["output_tokens"] == done["response"]["usage"]["output_tokens"]
+    assert holds(ledger, bottle) == []

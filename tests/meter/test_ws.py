@@ -195,6 +195,14 @@ def test_server_events() -> None:
         None
     )  # type not first
     assert ws.read_server(OPENAI_RESPONSES, b"not json", True, None) is None
+    # the Realtime API writes event_id first: still sniffed without parsing (the body is not JSON)
+    assert (
+        ws.read_server(OPENAI_REALTIME, b'{"event_id":"e1","type":"response.output_audio.delta",', True, None)
+        is None
+    )
+    assert ws.read_server(
+        OPENAI_REALTIME, b'{"event_id":"e1","type":"response.created"}', True, None
+    ) == ws.Started(None)
     assert ws.read_server(OPENAI_RESPONSES, b'{"type":"response.completed"}', False, None) is None
 
 
@@ -273,5 +281,15 @@ def test_sim_realtime_usage_rule() -> None:
     assert (
         second.usage["input_tokens"] == first.usage["input_tokens"] + 8
     )  # the answer joined the conversation
+    assert not conv.server_vad
+    on = {
+        "type": "session.update",
+        "session": {"audio": {"input": {"turn_detection": {"type": "server_vad"}}}},
+    }
+    vad = sim_realtime.observe(conv, on)
+    assert vad.server_vad and sim_realtime.observe(vad, {"type": "session.update", "session": {}}).server_vad
+    assert not sim_realtime.observe(
+        vad, {"type": "session.update", "session": {"turn_detection": None}}
+    ).server_vad
     with pytest.raises(sim_realtime.SimRequestError):
         sim_realtime.respond(conv, {"type": "response.create", "response": {"max_output_tokens": 0}}, 16)
