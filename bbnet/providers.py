@@ -19,6 +19,8 @@ GEMINI = "gemini"
 BEDROCK_CONVERSE = "bedrock-converse"
 BEDROCK_INVOKE = "bedrock-invoke"
 FAMILIES = (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES, GEMINI, BEDROCK_CONVERSE, BEDROCK_INVOKE)
+# WebSocket-only: the Realtime API's events (the Responses API's WebSocket mode is OPENAI_RESPONSES).
+OPENAI_REALTIME = "openai-realtime"
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,29 @@ BUILTIN: tuple[Provider, ...] = (
     openai_compatible("together", "api.together.xyz", "together"),
 )
 
+
+@dataclass(frozen=True)
+class SocketRoute:
+    """A WebSocket API: the upgrade's ``GET`` path on a provider's host and the events it speaks."""
+
+    key: str
+    host: re.Pattern[str]
+    path: re.Pattern[str]
+    family: str  # OPENAI_RESPONSES (Responses WebSocket mode) or OPENAI_REALTIME
+    price_provider: str
+
+
+_OPENAI_HOST = re.compile(r"api\.openai\.com")
+_AZURE_HOST = re.compile(r"[a-z0-9][a-z0-9-]*\.openai\.azure\.com")
+SOCKETS: tuple[SocketRoute, ...] = (
+    SocketRoute("openai", _OPENAI_HOST, re.compile(r"/v1/responses"), OPENAI_RESPONSES, "openai"),
+    SocketRoute("openai", _OPENAI_HOST, re.compile(r"/v1/realtime"), OPENAI_REALTIME, "openai"),
+    SocketRoute("azure", _AZURE_HOST, re.compile(r"/openai(?:/v1)?/responses"), OPENAI_RESPONSES, "azure"),
+    SocketRoute("azure", _AZURE_HOST, re.compile(r"/openai(?:/v1)?/realtime"), OPENAI_REALTIME, "azure"),
+)
+
 #: Budget keys that settings and the CLI accept; ``*`` is "every provider".
-PROVIDER_KEYS: frozenset[str] = frozenset(p.key for p in BUILTIN) | {"*"}
+PROVIDER_KEYS: frozenset[str] = frozenset(p.key for p in BUILTIN) | {r.key for r in SOCKETS} | {"*"}
 
 
 def with_extra(extra: Iterable[Provider]) -> tuple[Provider, ...]:
@@ -117,3 +140,19 @@ def classify(host: str, path: str, catalogue: tuple[Provider, ...] = BUILTIN) ->
                 return Match(provider.key, route.family, provider.price_provider, model)
         return None
     return None
+
+
+def classify_socket(host: str, path: str) -> Match | None:
+    """The provider and family of a WebSocket upgrade, from its original host and path (no query)."""
+    host = host.lower().rstrip(".")
+    path = path.split("?", 1)[0]
+    for route in SOCKETS:
+        if route.host.fullmatch(host) and route.path.fullmatch(path):
+            return Match(route.key, route.family, route.price_provider)
+    return None
+
+
+def is_provider_host(host: str, catalogue: tuple[Provider, ...] = BUILTIN) -> bool:
+    """Whether ``host`` is an LLM API host of the catalogue or of a WebSocket API."""
+    host = host.lower().rstrip(".")
+    return any(p.host.fullmatch(host) for p in catalogue) or any(r.host.fullmatch(host) for r in SOCKETS)

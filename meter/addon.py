@@ -6,6 +6,8 @@ Per LLM request (classified from the *original* host, before any upstream remap)
 ``response`` commits real usage (or the flagged estimate); ``error`` commits what a broken stream
 showed, else releases. Every call ends as exactly one usage row or one released reservation.
 Those ledger writes run on the event loop just after the answer has been sent, not before it.
+WebSocket upgrades and their messages are handed to :class:`meter.ws_addon.SocketMeter`, which
+meters each response on the socket the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from meter import errors, estimate, gate
 from meter.attribution import AGENT_HEADER, Directory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
+from meter.ws import Endpoint
+from meter.ws_addon import SocketMeter, is_upgrade
 
 log = logging.getLogger("bbnet.meter")
 DEGRADED_HEADER = "x-bbnet-degraded"
@@ -78,6 +82,7 @@ class Call:
     injected_usage: bool = False
     tap: StreamTap | None = None
     finished: bool = field(default=False)
+    socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
 
 
 class Meter:
@@ -102,6 +107,7 @@ class Meter:
         self.on_commit = on_commit
         self.on_exhausted = on_exhausted
         self.directory = Directory(ledger) if ledger else None
+        self.sockets = SocketMeter(self)
 
     def running(self) -> None:
         if self.fail_open:
@@ -119,6 +125,8 @@ class Meter:
         match = providers.classify(host, path, self.catalogue) if req.method == "POST" else None
         if match is not None and flow.response is None:
             self._gate(flow, match, host, path, agent_header)
+        elif is_upgrade(req) and flow.response is None:
+            self.sockets.upgrade(flow, host, agent_header)
         if flow.response is None:
             self._remap(flow, host)
 
@@ -239,6 +247,22 @@ class Meter:
         else:
             self._release(call, flow.error.msg if flow.error else "flow failed")
 
+    # -- WebSocket messages (meter/ws_addon.py) ------------------------------------------------
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self.sockets.message(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.end(flow)
+
+    @staticmethod
+    def new_call(key: str, bottle: str, agent: str, ep: Endpoint, plan: gate.Plan, body: bytes,
+                 reservation: ReserveResult) -> Call:  # fmt: skip
+        """The :class:`Call` of one response on a WebSocket, committed like an HTTP call's."""
+        degraded = reservation.allowed_output_tokens if reservation.outcome is Outcome.DEGRADE else None
+        return Call(key, bottle, agent, ep.match, plan, body, ep.host, ep.path, time.monotonic(), reservation,
+                    degraded, socket=True)  # fmt: skip
+
     # -- finishing a call: decided in the hook, written to the ledger once the answer has left ----
 
     def _commit(self, call: Call, found: Usage | None, status: int | None) -> None:
@@ -251,7 +275,7 @@ class Meter:
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
             cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
             reasoning_tokens=usage.reasoning_tokens, family=call.match.family, host=call.host, path=call.path,
-            estimated=found is None, stream=call.tap is not None, status=status,
+            estimated=found is None, stream=call.tap is not None or call.socket, status=status,
             latency_ms=round((time.monotonic() - call.started) * 1000, 3),
         )  # fmt: skip
         _after_answer(self._write_commit, self.ledger, call, record)

@@ -17,6 +17,7 @@ from bbnet.model import PoolView
 
 BUDGET_DENIED = "BUDGET_DENIED"
 BUDGET_CONFIG = "BUDGET_CONFIG"
+BAD_MESSAGE = "BAD_MESSAGE"  # a WebSocket message the meter refused to forward
 REDACTED = "[REDACTED]"
 
 
@@ -77,6 +78,42 @@ def gate_error(family: str, code: str, governing: PoolView | None = None, detail
     else:
         raise ValueError(f"unknown API family {family!r}")
     return GateError(status, headers, json.dumps(body).encode())
+
+
+_SOCKET_ERRORS = {
+    BUDGET_DENIED: (429, "rate_limit_exceeded"),
+    BUDGET_CONFIG: (503, "server_error"),
+    BAD_MESSAGE: (400, "invalid_request_error"),
+}
+
+
+def socket_error(
+    family: str,
+    code: str,
+    governing: PoolView | None = None,
+    detail: str = "",
+    client_event_id: str | None = None,
+) -> bytes:
+    """The proxy's answer to a WebSocket message it did not forward: the API's own ``error`` event
+    (the Responses WebSocket mode's ``{"type": "error", "status", "error"}``, or the Realtime API's,
+    which names the client event it refuses), plus ``bbnet_code`` and the governing pool."""
+    if code not in _SOCKET_ERRORS:
+        raise ValueError(f"unknown bbnet error code {code!r}")
+    status, kind = _SOCKET_ERRORS[code]
+    error: dict[str, object] = {
+        "type": kind,
+        "code": code.lower(),
+        "message": redact(_message(code, governing, detail)),
+        "param": None,
+    }
+    if family == providers.OPENAI_REALTIME:
+        body: dict[str, object] = {"type": "error", "event_id": f"event_bbnet_{code.lower()}",
+                                   "error": {**error, "event_id": client_event_id}}  # fmt: skip
+    elif family == providers.OPENAI_RESPONSES:
+        body = {"type": "error", "status": status, "error": error}
+    else:
+        raise ValueError(f"no WebSocket API of family {family!r}")
+    return json.dumps({**body, **_bbnet_fields(code, governing)}).encode()
 
 
 # --- redaction --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ output cap; an OpenAI chat stream gets ``include_usage`` so it can be metered).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bbnet import providers
 from bbnet.model import Outcome, Rates, ReserveRequest, ReserveResult
@@ -35,6 +36,11 @@ def plan(match: Match, path: str, body: bytes) -> Plan:
         model = request.model_of(match.family, {}, match.model_from_path)
         return Plan(match.provider, match.family, model, estimate.input_tokens_from_bytes(match.family, body),
                     request.output_cap(model), request.is_stream(match.family, path, {}), False)  # fmt: skip
+    return plan_doc(match, path, doc)
+
+
+def plan_doc(match: Match, path: str, doc: dict[str, Any]) -> Plan:
+    """:func:`plan` for a body already parsed (a WebSocket ``response.create`` message)."""
     model = request.model_of(match.family, doc, match.model_from_path)
     return Plan(
         provider=match.provider,

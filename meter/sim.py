@@ -5,6 +5,9 @@ Messages, OpenAI Chat Completions and Responses, Gemini and Bedrock Runtime, in 
 streamed, with usage computed from the request (:mod:`meter.sim_plan` has the rule), or replays
 a HAR file's recorded responses (:mod:`meter.sim_replay`).
 
+WebSocket: the Responses API's WebSocket mode and the Realtime API (:mod:`meter.sim_ws`); each
+``response.create`` counts in the statistics like a request.
+
 Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
 streamed, by family, by path, by status, and the tokens generated), ``POST /_sim/reset``.
 
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from meter import sim_ws
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
 from meter.sim_replay import ReplayBook, load_har
 from meter.sim_route import Answer, SimConfig, answer
@@ -128,7 +132,22 @@ class SimHandler(BaseHTTPRequestHandler):
         """Silenced: the stdlib line holds the full request line, query (and keys) included."""
 
     def do_GET(self) -> None:
+        path = urlsplit(self.path)
+        family = sim_ws.socket_family(path.path)
+        if self.headers.get("upgrade", "").lower() == "websocket" and family is not None:
+            self._websocket(family, path.path, parse_qs(path.query))
+            return
         self._handle()
+
+    def _websocket(self, family: str, path: str, query: dict[str, list[str]]) -> None:
+        """Hand the connection to :mod:`meter.sim_ws` until the socket closes."""
+        self.close_connection = True
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        handshake = f"{self.requestline}\r\n{head}\r\n".encode("latin-1")
+        model = (query.get("model") or query.get("deployment") or [""])[0] or None
+        session = sim_ws.Session(family, path, model, self.server.config, self.server.stats.record)
+        log.info("GET %s -> 101 (websocket)", path)
+        sim_ws.serve(_Stream(self), handshake, session)
 
     def do_POST(self) -> None:
         self._handle()
@@ -217,6 +236,19 @@ class SimHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-answer
+
+
+class _Stream:
+    """The handler's connection as :func:`meter.sim_ws.serve` reads and writes it."""
+
+    def __init__(self, handler: SimHandler) -> None:
+        self.handler = handler
+
+    def read(self) -> bytes:
+        return self.handler.rfile.read1(65536)
+
+    def write(self, data: bytes) -> None:
+        self.handler.wfile.write(data)
 
 
 def make_server(

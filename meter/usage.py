@@ -91,6 +91,17 @@ def openai_responses(usage: Mapping[str, Any], model: str | None) -> Usage:
     )
 
 
+def openai_realtime(usage: Mapping[str, Any], model: str | None) -> Usage:
+    """Realtime ``response.done`` usage: totals include text and audio (and image) tokens; the
+    cached part of the input is ``input_token_details.cached_tokens``."""
+    return Usage(
+        input_tokens=count(usage.get("input_tokens")),
+        cache_read_tokens=count(_dict(usage.get("input_token_details")).get("cached_tokens")),
+        output_tokens=count(usage.get("output_tokens")),
+        model=model,
+    )
+
+
 def gemini(meta: Mapping[str, Any], model: str | None) -> Usage:
     """Gemini ``usageMetadata``.
 
