@@ -59,6 +59,7 @@ def reserve_request(p: Plan, key: str, bottle: str, agent: str, rates: Rates | N
         max_output_tokens=p.max_output_tokens,
         rates=rates,
         lease_seconds=lease_seconds,
+        min_output_tokens=min(1, p.max_output_tokens),  # embeddings: input only, nothing to degrade
     )
 
 

@@ -8,7 +8,8 @@ a HAR file's recorded responses (:mod:`meter.sim_replay`).
 Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
 streamed, by family, by path, by status, and the tokens generated), ``POST /_sim/reset``.
 
-One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
+A request body in a ``Content-Encoding`` (gzip, deflate, br, zstd) is decoded first, as the
+providers do; one that does not decode is answered 400. One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
 per event, flushed at once, with the chunk delay between events. Nothing is logged but method,
 path (never the query: Gemini puts API keys there) and status.
 """
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from meter.request import RequestError, decoded_body
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
 from meter.sim_replay import ReplayBook, load_har
 from meter.sim_route import Answer, SimConfig, answer
-from meter.sim_wire import Reply, json_reply
+from meter.sim_wire import Reply, error_reply, guess_family, json_reply
 
 log = logging.getLogger("bbnet.sim")
 MAX_REQUEST_BODY = 32 * 1024 * 1024
@@ -168,6 +170,12 @@ class SimHandler(BaseHTTPRequestHandler):
             return
         if path.startswith("/_sim/"):
             self._send(self._control(path), chunk_delay=0.0)
+            return
+        try:  # as the providers do: a body in a Content-Encoding (Codex sends zstd) is decoded
+            body = decoded_body(body, self.headers.get("content-encoding"), MAX_REQUEST_BODY)
+        except RequestError as exc:
+            family = guess_family(path, "anthropic-version" in self.headers)
+            self._send(error_reply(family, 400, str(exc), secrets.token_hex(24)), chunk_delay=0.0)
             return
         config = self.server.config
         result = answer(
