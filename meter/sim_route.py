@@ -80,7 +80,7 @@ def _generate(config: SimConfig, plan: Plan, path: str, query: str, body: dict[s
     if family == OPENAI_CHAT:
         return sim_openai.chat_reply(plan, seed, now)
     if family == OPENAI_RESPONSES:
-        return sim_openai.responses_reply(plan, seed, now)
+        return sim_openai.responses_reply(plan, seed, now, compact=path.endswith("/responses/compact"))
     if family in (GEMINI, CODE_ASSIST):
         alt_sse = parse_qs(query).get("alt") == ["sse"]
         return sim_gemini.reply(plan, seed, alt_sse=alt_sse, envelope=family == CODE_ASSIST)
