@@ -56,6 +56,9 @@ class Provider:
     host: re.Pattern[str]  # full-match on the request's original host
     routes: tuple[Route, ...]
     price_provider: str  # genai-prices provider id
+    # False: the API refuses the family's output-cap field (the ChatGPT backend refuses
+    # max_output_tokens), so the gate cannot DEGRADE: a call needs room for its whole output cap
+    caps_output: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Match:
     family: str
     price_provider: str
     model_from_path: str | None = None  # Gemini, Vertex and Bedrock name the model in the path
+    caps_output: bool = True  # see Provider.caps_output
 
     @property
     def free(self) -> bool:
@@ -190,6 +194,7 @@ BUILTIN: tuple[Provider, ...] = (
             _r(r"/backend-api/codex/models", FREE),
         ),
         "openai",
+        caps_output=False,
     ),
     Provider(
         "bedrock",
@@ -235,7 +240,7 @@ def classify(host: str, path: str, catalogue: tuple[Provider, ...] = BUILTIN) ->
             m = route.path.fullmatch(path)
             if m:
                 model = m.groupdict().get("model")
-                return Match(provider.key, route.family, provider.price_provider, model)
+                return Match(provider.key, route.family, provider.price_provider, model, provider.caps_output)
     return None
 
 

@@ -25,6 +25,7 @@ class Plan:
     max_output_tokens: int  # the request's cap, else the model's
     stream: bool
     readable: bool  # the body is a JSON object we can edit
+    cappable: bool = True  # DEGRADE can lower the output cap (not embeddings, not the ChatGPT backend)
 
 
 def plan(match: Match, path: str, body: bytes) -> Plan:
@@ -34,7 +35,8 @@ def plan(match: Match, path: str, body: bytes) -> Plan:
     except request.RequestError:
         model = request.model_of(match.family, {}, match.model_from_path)
         return Plan(match.provider, match.family, model, estimate.input_tokens_from_bytes(match.family, body),
-                    request.output_cap(model), request.is_stream(match.family, path, {}), False)  # fmt: skip
+                    request.requested_output(match.family, {}, model, match.provider),
+                    request.is_stream(match.family, path, {}), False, False)  # fmt: skip
     model = request.model_of(match.family, doc, match.model_from_path)
     return Plan(
         provider=match.provider,
@@ -44,6 +46,7 @@ def plan(match: Match, path: str, body: bytes) -> Plan:
         max_output_tokens=request.requested_output(match.family, doc, model, match.provider),
         stream=request.is_stream(match.family, path, doc),
         readable=True,
+        cappable=match.caps_output and request.has_output_cap(match.family),
     )
 
 
@@ -59,7 +62,8 @@ def reserve_request(p: Plan, key: str, bottle: str, agent: str, rates: Rates | N
         max_output_tokens=p.max_output_tokens,
         rates=rates,
         lease_seconds=lease_seconds,
-        min_output_tokens=min(1, p.max_output_tokens),  # embeddings: input only, nothing to degrade
+        # a call whose cap cannot be lowered is admitted whole or not at all (embeddings: input only)
+        min_output_tokens=1 if p.cappable else p.max_output_tokens,
     )
 
 
@@ -73,7 +77,7 @@ class Rewrite:
 def rewrite(p: Plan, body: bytes, result: ReserveResult) -> Rewrite:
     """The body to forward after an ALLOW or DEGRADE."""
     degraded_to = None
-    if result.outcome is Outcome.DEGRADE and p.readable:
+    if result.outcome is Outcome.DEGRADE and p.readable and p.cappable:
         body = request.apply_cap(p.family, body, result.allowed_output_tokens, p.provider)
         degraded_to = result.allowed_output_tokens
     injected = False

@@ -80,6 +80,11 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def has_output_cap(family: str) -> bool:
+    """Whether requests of ``family`` have an output cap (embeddings have none)."""
+    return bool(_fields(family))
+
+
 def _fields(family: str) -> tuple[str, ...]:
     try:
         return _FIELDS[family]
@@ -137,7 +142,7 @@ def apply_cap(family: str, body: bytes, cap: int, provider: str | None = None) -
     """DEGRADE: the body with its output cap lowered to ``cap`` (set if absent, never raised)."""
     if cap < 1:
         raise RequestError(f"output cap must be at least 1, got {cap}")
-    if not _fields(family):
+    if not has_output_cap(family):
         return body
     doc = parse_body(body)
     present = [f for f in _fields(family) if _positive_int(_get(doc, f)) is not None]
@@ -239,7 +244,7 @@ def requested_output(
     family: str, body: dict[str, Any], model: str | None, provider: str | None = None
 ) -> int:
     """Output tokens to reserve: the request's own cap, else the model's (none for embeddings)."""
-    if not _fields(family):
+    if not has_output_cap(family):
         return 0
     _, value = max_output_field(family, body, provider)
     return value if value is not None else output_cap(model)

@@ -26,11 +26,12 @@ from bbnet.providers import (
 from meter import sim_anthropic, sim_bedrock, sim_embed, sim_free, sim_gemini, sim_openai
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS, Plan, SimRequestError, parse_body, plan_request
 from meter.sim_replay import ReplayBook
-from meter.sim_wire import Reply, error_reply, guess_family
+from meter.sim_wire import Reply, error_reply, guess_family, json_reply
 
 #: The model an Azure deployment runs: its answers name this, not the deployment.
 AZURE_DEPLOYED_MODEL = "gpt-4o-mini-2024-07-18"
 _AZURE_DEPLOYMENT = "/openai/deployments/"
+_CHATGPT_BACKEND = "/backend-api/codex/"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,12 @@ def answer(
         return Answer(error_reply(family, 404, f"Invalid URL ({method} {path})", seed), None, None)
     try:
         doc = parse_body(body)
+        if path.startswith(_CHATGPT_BACKEND) and "max_output_tokens" in doc:  # as the backend refuses it
+            return Answer(
+                json_reply({"detail": "Unsupported parameter: max_output_tokens"}, status=400),
+                found.family,
+                None,
+            )
         plan = plan_request(found.family, path, doc, found.model, config.output_tokens)
         return Answer(_generate(config, plan, path, query, doc, seed, now), found.family, plan)
     except SimRequestError as exc:

@@ -323,22 +323,47 @@ def test_codex_chatgpt_backend_zstd_body(
     assert row["model"] == "gpt-5-codex" and row["cost_usd"] > 0  # OpenAI's list price
 
 
-def test_degrade_reencodes_a_zstd_body(
+def test_codex_is_admitted_whole_or_denied(
     meter: MeterProxy, sim: SimHandle, ledger: Ledger, bottle: Callable[..., Bottle]
 ) -> None:
-    """The gate lowers the cap in the decoded body and forwards it zstd-encoded again: the
-    simulator (which decodes, as the backend does) honours the lowered cap."""
+    """The ChatGPT backend refuses max_output_tokens, so the gate cannot DEGRADE a Codex call: a
+    pool without room for its whole output cap answers 429 and the backend never sees it."""
+    b = bottle(budget=50_000, provider="chatgpt")  # well above the input, below gpt-5's 128k cap
+    answer, seen = sim_delta(
+        sim, lambda: codex_post(meter, b, zstd.compress(json.dumps(CODEX_BODY).encode()))
+    )
+    assert answer.status_code == 429 and seen["total"] == 0
+    assert answer.json()["bbnet_code"] == "BUDGET_DENIED" and DEGRADED_HEADER not in answer.headers
+    assert (
+        ledger.usage(bottle=b.name) == []
+        and [r for r in ledger.reservations() if r["bottle"] == b.name] == []
+    )
+
+
+def test_degrade_reencodes_a_compressed_body(
+    meter: MeterProxy, sim: SimHandle, ledger: Ledger, bottle: Callable[..., Bottle]
+) -> None:
+    """The gate lowers the cap in the decoded body and forwards it in the client's coding again:
+    the simulator (which decodes, as the providers do) honours the lowered cap."""
     allowed = 5
-    body = {**CODEX_BODY, "max_output_tokens": 300}
-    match = classify("chatgpt.com", "/backend-api/codex/responses")
+    body = {"model": "gpt-5", "input": PROMPT, "max_output_tokens": 300, "stream": True}
+    match = classify("api.openai.com", "/v1/responses")
     assert match is not None
-    estimate = gate.plan(match, "/backend-api/codex/responses", json.dumps(body).encode()).input_tokens
-    b = bottle(budget=estimate + allowed, provider="chatgpt")
-    answer, seen = sim_delta(sim, lambda: codex_post(meter, b, zstd.compress(json.dumps(body).encode())))
+    estimate = gate.plan(match, "/v1/responses", json.dumps(body).encode()).input_tokens
+    b = bottle(budget=estimate + allowed, provider="openai")
+    headers = {
+        "authorization": f"Bearer {KEY}",
+        "content-type": "application/json",
+        "content-encoding": "zstd",
+    }
+    with http_client(meter, source(b)) as client:
+        compressed = zstd.compress(json.dumps(body).encode())
+        url = "https://api.openai.com/v1/responses"
+        answer, seen = sim_delta(sim, lambda: client.post(url, content=compressed, headers=headers))
     assert answer.status_code == 200, answer.text
     assert answer.headers[DEGRADED_HEADER] == f"max_output_tokens={allowed}"
     row = one_row(ledger, b)
-    assert_row(row, seen, "chatgpt", "openai-responses", stream=True)
+    assert_row(row, seen, "openai", "openai-responses", stream=True)
     assert row["output_tokens"] == allowed
 
 
