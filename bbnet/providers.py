@@ -13,7 +13,7 @@ same models, the same list prices); Azure OpenAI under ``azure`` (genai-prices p
 deployments itself). Two keys are subscriptions, not invoices: ``chatgpt`` (Codex on a ChatGPT
 plan) and ``code-assist`` (Gemini CLI logged in with Google). Their cost is the API list price
 of the same usage — an equivalent, not what the plan charges — and their own key keeps that
-apart in every budget and report.
+apart in every budget and report (the cost report lists them as ``list_price_equivalents``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ class Provider:
     # False: the API refuses the family's output-cap field (the ChatGPT backend refuses
     # max_output_tokens), so the gate cannot DEGRADE: a call needs room for its whole output cap
     caps_output: bool = True
+    # True: a subscription's traffic (not invoiced per token); its cost is the API list price of
+    # the same usage, an equivalent, and reports say so
+    list_price: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ BUILTIN: tuple[Provider, ...] = (
             ),
         ),
         "google",
+        list_price=True,
     ),
     Provider(
         "chatgpt",  # Codex on a ChatGPT plan: a subscription, priced at OpenAI list prices
@@ -195,6 +199,7 @@ BUILTIN: tuple[Provider, ...] = (
         ),
         "openai",
         caps_output=False,
+        list_price=True,
     ),
     Provider(
         "bedrock",
@@ -218,6 +223,8 @@ BUILTIN: tuple[Provider, ...] = (
 
 #: Budget keys that settings and the CLI accept; ``*`` is "every provider".
 PROVIDER_KEYS: frozenset[str] = frozenset(p.key for p in BUILTIN) | {"*"}
+#: Keys whose cost is a list-price equivalent of a subscription's use, not an invoice.
+LIST_PRICE_KEYS: frozenset[str] = frozenset(p.key for p in BUILTIN if p.list_price)
 
 
 def with_extra(extra: Iterable[Provider]) -> tuple[Provider, ...]:

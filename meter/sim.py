@@ -1,8 +1,11 @@
 """The provider simulator (``bbnet sim``): an HTTP/1.1 server speaking the providers' wire formats.
 
-Tests, benchmarks and the demo point SDKs (or the meter's upstream) at it. It answers Anthropic
-Messages, OpenAI Chat Completions and Responses, Gemini and Bedrock Runtime, in JSON and
-streamed, with usage computed from the request (:mod:`meter.sim_plan` has the rule), or replays
+Tests, benchmarks and the demo point SDKs (or the meter's upstream) at it. It answers every path
+the provider catalogue lists — Anthropic Messages (also on Vertex), OpenAI Chat Completions,
+Responses (and compaction) and embeddings (also on Azure), Gemini (also on Vertex and in Code
+Assist's envelope) and its embeddings, Bedrock Runtime (Converse, InvokeModel, embeddings), and
+the free endpoints (token counts, model listings) — in JSON and streamed, with usage computed
+from the request (:mod:`meter.sim_plan` has the rule), or replays
 a HAR file's recorded responses (:mod:`meter.sim_replay`).
 
 Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
