@@ -7,7 +7,7 @@ Per LLM request (classified from the *original* host, before any upstream remap)
 showed, else releases. Endpoints the catalogue marks free (token counting, model listings) pass
 untouched. A request body in a ``Content-Encoding`` is decoded for the estimate and forwarded as
 it came; when the gate edits it, the edit is re-encoded in the same coding (mitmproxy's
-``set_content``). A body that does not decode is refused with 400 ``BAD_CONTENT_ENCODING`` in the
+``set_content``; a chain of codings it cannot re-apply goes decoded, its header dropped). A body that does not decode is refused with 400 ``BAD_CONTENT_ENCODING`` in the
 provider's error shape, before any reservation. Every call ends as exactly one usage row or one released reservation.
 Those ledger writes run on the event loop just after the answer has been sent, not before it.
 """

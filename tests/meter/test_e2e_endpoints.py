@@ -5,6 +5,7 @@ billed call ends as one usage row with the simulator's numbers, every free one a
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import secrets
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
+import brotli
 import openai
 import pytest
 from backports import zstd
@@ -340,11 +342,16 @@ def test_codex_is_admitted_whole_or_denied(
     )
 
 
+CODINGS = {"zstd": zstd.compress, "br, gzip": lambda data: gzip.compress(brotli.compress(data))}
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
 def test_degrade_reencodes_a_compressed_body(
-    meter: MeterProxy, sim: SimHandle, ledger: Ledger, bottle: Callable[..., Bottle]
+    coding: str, meter: MeterProxy, sim: SimHandle, ledger: Ledger, bottle: Callable[..., Bottle]
 ) -> None:
-    """The gate lowers the cap in the decoded body and forwards it in the client's coding again:
-    the simulator (which decodes, as the providers do) honours the lowered cap."""
+    """The gate lowers the cap in the decoded body and forwards it in the client's coding again
+    (a chain of codings goes decoded, its header dropped): the simulator (which decodes, as the
+    providers do) honours the lowered cap."""
     allowed = 5
     body = {"model": "gpt-5", "input": PROMPT, "max_output_tokens": 300, "stream": True}
     match = classify("api.openai.com", "/v1/responses")
