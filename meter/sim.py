@@ -1,8 +1,11 @@
 """The provider simulator (``bbnet sim``): an HTTP/1.1 server speaking the providers' wire formats.
 
-Tests, benchmarks and the demo point SDKs (or the meter's upstream) at it. It answers Anthropic
-Messages, OpenAI Chat Completions and Responses, Gemini and Bedrock Runtime, in JSON and
-streamed, with usage computed from the request (:mod:`meter.sim_plan` has the rule), or replays
+Tests, benchmarks and the demo point SDKs (or the meter's upstream) at it. It answers every path
+the provider catalogue lists — Anthropic Messages (also on Vertex), OpenAI Chat Completions,
+Responses (and compaction) and embeddings (also on Azure), Gemini (also on Vertex and in Code
+Assist's envelope) and its embeddings, Bedrock Runtime (Converse, InvokeModel, embeddings), and
+the free endpoints (token counts, model listings) — in JSON and streamed, with usage computed
+from the request (:mod:`meter.sim_plan` has the rule), or replays
 a HAR file's recorded responses (:mod:`meter.sim_replay`).
 
 WebSocket: the Responses API's WebSocket mode and the Realtime API (:mod:`meter.sim_ws`); each
@@ -11,7 +14,8 @@ WebSocket: the Responses API's WebSocket mode and the Realtime API (:mod:`meter.
 Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
 streamed, by family, by path, by status, and the tokens generated), ``POST /_sim/reset``.
 
-One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
+A request body in a ``Content-Encoding`` (gzip, deflate, br, zstd) is decoded first, as the
+providers do; one that does not decode is answered 400. One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
 per event, flushed at once, with the chunk delay between events. Nothing is logged but method,
 path (never the query: Gemini puts API keys there) and status.
 """
@@ -33,10 +37,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from meter import sim_ws
+from meter.request import RequestError, decoded_body
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
 from meter.sim_replay import ReplayBook, load_har
 from meter.sim_route import Answer, SimConfig, answer
-from meter.sim_wire import Reply, json_reply
+from meter.sim_wire import Reply, error_reply, guess_family, json_reply
 
 log = logging.getLogger("bbnet.sim")
 MAX_REQUEST_BODY = 32 * 1024 * 1024
@@ -187,6 +192,12 @@ class SimHandler(BaseHTTPRequestHandler):
             return
         if path.startswith("/_sim/"):
             self._send(self._control(path), chunk_delay=0.0)
+            return
+        try:  # as the providers do: a body in a Content-Encoding (Codex sends zstd) is decoded
+            body = decoded_body(body, self.headers.get("content-encoding"), MAX_REQUEST_BODY)
+        except RequestError as exc:
+            family = guess_family(path, "anthropic-version" in self.headers)
+            self._send(error_reply(family, 400, str(exc), secrets.token_hex(24)), chunk_delay=0.0)
             return
         config = self.server.config
         result = answer(
