@@ -6,7 +6,7 @@ streamed, with usage computed from the request (:mod:`meter.sim_plan` has the ru
 a HAR file's recorded responses (:mod:`meter.sim_replay`).
 
 Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
-streamed, by family, by path, by status, and the tokens generated), ``POST /_sim/reset``.
+streamed, by family, by path, by status, by "method path status", and the tokens generated), ``POST /_sim/reset``.
 
 One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
 per event, flushed at once, with the chunk delay between events. Nothing is logged but method,
@@ -54,9 +54,11 @@ class SimStats:
             self._by_family: Counter[str] = Counter()
             self._by_path: Counter[str] = Counter()
             self._by_status: Counter[str] = Counter()
+            self._requests: Counter[str] = Counter()
 
-    def record(self, path: str, result: Answer) -> None:
+    def record(self, method: str, path: str, result: Answer) -> None:
         with self._lock:
+            self._requests[f"{method} {path} {result.reply.status}"] += 1
             self._total += 1
             self._streamed += result.reply.chunks is not None
             self._by_family[result.family or "unknown"] += 1
@@ -74,6 +76,7 @@ class SimStats:
                 "by_family": dict(self._by_family),
                 "by_path": dict(self._by_path),
                 "by_status": dict(self._by_status),
+                "requests": dict(self._requests),  # "METHOD path status": what each client asked
                 "input_tokens": self._input_tokens,
                 "output_tokens": self._output_tokens,
             }
@@ -180,7 +183,7 @@ class SimHandler(BaseHTTPRequestHandler):
             seed=secrets.token_hex(24),
             now=int(time.time()),
         )
-        self.server.stats.record(path, result)
+        self.server.stats.record(self.command, path, result)
         time.sleep(config.latency_ms / 1000)
         self._send(result.reply, chunk_delay=config.chunk_delay_ms / 1000)
         log.info("%s %s -> %d", self.command, path, result.reply.status)
