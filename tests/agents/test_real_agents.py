@@ -176,6 +176,7 @@ def test_a_spent_budget_cuts_the_agent_off_in_the_kernel(
         eventually(lambda: bottle.veth in cut_in_kernel(), RUN_SECONDS, "the controller cuts the bottle")
     finally:
         second.kill()
+    assert f"deny bottle={bottle.name} " in service.stderr()  # the meter refused the call (429) first
     with service.ledger() as ledger:
         state = ledger.desired_state(bottle.name)
     assert (state.state, state.actor) == ("cutoff", "controller") and state.reason.startswith(
