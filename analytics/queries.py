@@ -18,6 +18,8 @@ BY_KEYS = ("bottle", "agent", "provider", "model", "hour", "day")
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 
 TOKENS = "input_tokens + output_tokens"  # input includes cache reads/writes, output reasoning
+# calls whose meter died mid-call, billed from their reservation's estimate (bbnet/budgets.py)
+LOST_CALLS = "count(*) FILTER (WHERE lost <> 0)"
 USAGE_MEASURES: tuple[tuple[str, str], ...] = (
     ("calls", "count(*)"),
     ("input_tokens", "sum(input_tokens)::BIGINT"),
@@ -27,6 +29,7 @@ USAGE_MEASURES: tuple[tuple[str, str], ...] = (
     ("reasoning_tokens", "sum(reasoning_tokens)::BIGINT"),
     ("tokens", f"sum({TOKENS})::BIGINT"),
     ("estimated_calls", "count(*) FILTER (WHERE estimated <> 0)"),
+    ("lost_calls", LOST_CALLS),
 )
 # Token sums are cast back to BIGINT: DuckDB sums BIGINT as HUGEINT, which is slower to hand to
 # Python (a report can have ~1M groups). sum() skips NULL: unpriced calls add nothing to cost_usd (NULL when a group has no priced call)
@@ -36,6 +39,7 @@ COST_MEASURES: tuple[tuple[str, str], ...] = (
     ("tokens", f"sum({TOKENS})::BIGINT"),
     ("cost_usd", "sum(cost_usd)"),
     ("unpriced_calls", "count(*) FILTER (WHERE cost_usd IS NULL)"),
+    ("lost_calls", LOST_CALLS),
 )
 
 
@@ -122,7 +126,7 @@ class Source:
 CALLS = "calls"  # the temp table a report snapshots its calls into when it scans the ledger
 SNAPSHOT = Source(CALLS)
 # the columns each report copies: the fewer, the faster the SQLite scan
-_KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens"
+_KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens, lost"
 USAGE_COLUMNS = f"{_KEY_COLUMNS}, cache_write_tokens, cache_read_tokens, reasoning_tokens, estimated"
 COST_COLUMNS = f"{_KEY_COLUMNS}, cost_usd"
 

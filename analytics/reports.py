@@ -18,14 +18,16 @@ KINDS = ("usage", "cost", "budgets", "actions")
 _KEY_COLUMNS = {key: Column(key, "str") for key in queries.BY_KEYS}
 _USAGE_COLUMNS = (
     Column("calls", "int"),
-    *(Column(name, "int", "tokens") for name, _ in USAGE_MEASURES[1:-1]),
+    *(Column(name, "int", "tokens") for name, _ in USAGE_MEASURES[1:-2]),
     Column("estimated_calls", "int"),
+    Column("lost_calls", "int"),
 )
 _COST_COLUMNS = (
     Column("calls", "int"),
     Column("tokens", "int", "tokens"),
     Column("cost_usd", "float", "usd"),
     Column("unpriced_calls", "int"),
+    Column("lost_calls", "int"),
 )
 _UNPRICED_COLUMNS = (
     Column("provider", "str"),

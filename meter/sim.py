@@ -12,7 +12,7 @@ WebSocket: the Responses API's WebSocket mode and the Realtime API (:mod:`meter.
 ``response.create`` counts in the statistics like a request.
 
 Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
-streamed, by family, by path, by status, and the tokens generated), ``POST /_sim/reset``.
+streamed, by family, by path, by status, by "method path status", and the tokens generated), ``POST /_sim/reset``.
 
 A request body in a ``Content-Encoding`` (gzip, deflate, br, zstd) is decoded first, as the
 providers do; one that does not decode is answered 400. One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
@@ -31,6 +31,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,11 @@ class SimStats:
             self._by_family: Counter[str] = Counter()
             self._by_path: Counter[str] = Counter()
             self._by_status: Counter[str] = Counter()
+            self._requests: Counter[str] = Counter()
 
-    def record(self, path: str, result: Answer) -> None:
+    def record(self, method: str, path: str, result: Answer) -> None:
         with self._lock:
+            self._requests[f"{method} {path} {result.reply.status}"] += 1
             self._total += 1
             self._streamed += result.reply.chunks is not None
             self._by_family[result.family or "unknown"] += 1
@@ -83,6 +86,7 @@ class SimStats:
                 "by_family": dict(self._by_family),
                 "by_path": dict(self._by_path),
                 "by_status": dict(self._by_status),
+                "requests": dict(self._requests),  # "METHOD path status": what each client asked
                 "input_tokens": self._input_tokens,
                 "output_tokens": self._output_tokens,
             }
@@ -150,7 +154,10 @@ class SimHandler(BaseHTTPRequestHandler):
         head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
         handshake = f"{self.requestline}\r\n{head}\r\n".encode("latin-1")
         model = (query.get("model") or query.get("deployment") or [""])[0] or None
-        session = sim_ws.Session(family, path, model, self.server.config, self.server.stats.record)
+        # each response.create counts as one request, under the method "WS"
+        session = sim_ws.Session(
+            family, path, model, self.server.config, partial(self.server.stats.record, "WS")
+        )
         log.info("GET %s -> 101 (websocket)", path)
         sim_ws.serve(_Stream(self), handshake, session)
 
@@ -210,7 +217,7 @@ class SimHandler(BaseHTTPRequestHandler):
             seed=secrets.token_hex(24),
             now=int(time.time()),
         )
-        self.server.stats.record(path, result)
+        self.server.stats.record(self.command, path, result)
         time.sleep(config.latency_ms / 1000)
         self._send(result.reply, chunk_delay=config.chunk_delay_ms / 1000)
         log.info("%s %s -> %d", self.command, path, result.reply.status)
