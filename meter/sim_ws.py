@@ -14,6 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, Protocol
 
 from wsproto import ConnectionState, ConnectionType, WSConnection
@@ -110,7 +111,10 @@ class Session:
             body = {k: v for k, v in doc.items() if k not in ("type", "stream_id")}
             plan = plan_request(OPENAI_RESPONSES, self.path, body, None, self.config.output_tokens)
             lane = {"stream_id": doc["stream_id"]} if isinstance(doc.get("stream_id"), str) else {}
-            events = [{**e, **lane} for e in sim_openai.response_events(plan, seed, int(time.time()))]
+            answer = sim_openai.warmup_events if doc.get("generate") is False else sim_openai.response_events
+            events = [{**e, **lane} for e in answer(plan, seed, int(time.time()))]
+            if doc.get("generate") is False:
+                plan = replace(plan, output_tokens=0, truncated=False)
         self.record(self.path, Answer(Reply(200, (), chunks=()), self.family, plan))
         return events
 

@@ -125,6 +125,13 @@ def test_responses_create_plan() -> None:
     assert no_cap.plan.max_output_tokens == request.output_cap("gpt-5")
 
 
+def test_a_warm_up_reserves_its_input_only() -> None:
+    doc = {"type": "response.create", "model": "gpt-5", "input": "hello " * 40, "generate": False}
+    reading = create(RESPONSES, doc)
+    assert reading.plan.max_output_tokens == 0
+    assert reading.plan.input_tokens == estimate.input_tokens(OPENAI_RESPONSES, doc)
+
+
 def test_responses_previous_response_is_billed_again() -> None:
     finished = ws.Finished(None, Usage(input_tokens=100, output_tokens=20), False, "resp_1")
     session = ws.observe_server(ws.Session(None), OPENAI_RESPONSES, finished)
