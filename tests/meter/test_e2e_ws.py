@@ -113,7 +113,9 @@ def holds(ledger: Ledger, bottle: Bottle) -> list[dict[str, object]]:
 
 
 def rows(ledger: Ledger, bottle: Bottle, n: int) -> list[dict[str, Any]]:
-    found = wait_for(lambda: len(ledger.usage(bottle=bottle.name)) >= n and ledger.usage(bottle=bottle.name))
+    found = wait_for(
+        lambda: len(ledger.usage(bottle=bottle.name)) >= n and ledger.usage(bottle=bottle.name), 20
+    )
     assert found and len(found) == n, found
     return [dict(r) for r in found]
 
@@ -250,6 +252,27 @@ def test_malformed_messages_refused_connection_intact(
     stderr = meter.stderr()
     assert "refused a WebSocket message" in stderr
     assert OPENAI_KEY not in stderr
+
+
+def test_provider_error_releases_the_reservation(meter: MeterProxy, sim: SimHandle, ledger: Ledger) -> None:
+    bottle = new_bottle(ledger)
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/responses") as sock:
+        sock.send(json.dumps({"type": "response.create", "input": PROMPT}))  # the simulator wants a model
+        error = recv_json(sock)
+        assert error["type"] == "error" and "model" in error["error"]["message"]
+        assert "bbnet_code" not in error  # the provider's own refusal, passed through
+        assert wait_for(lambda: holds(ledger, bottle) == [], timeout=20)  # released with the socket open
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/realtime?model=gpt-realtime") as sock:
+        assert recv_json(sock)["type"] == "session.created"
+        sock.send(
+            json.dumps(
+                {"type": "response.create", "event_id": "evt_zero", "response": {"max_output_tokens": 0}}
+            )
+        )
+        error = recv_json(sock)
+        assert (error["type"], error["error"]["event_id"]) == ("error", "evt_zero")
+        assert wait_for(lambda: holds(ledger, bottle) == [], timeout=20)
+    assert ledger.usage(bottle=bottle.name) == []
 
 
 def test_unknown_source_upgrade_refused(meter: MeterProxy, sim: SimHandle) -> None:
