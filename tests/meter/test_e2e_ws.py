@@ -420,3 +420,23 @@ def test_realtime_server_started_response_over_budget_closes(meter: MeterProxy, 
     [row] = rows(ledger, bottle, 1)
     assert row["output_tokens"] == done["response"]["usage"]["output_tokens"]
     assert holds(ledger, bottle) == []
+
+
+def test_realtime_degrade_lowers_the_cap_the_sim_sees(meter: MeterProxy, ledger: Ledger) -> None:
+    params = {"max_output_tokens": 50, "instructions": "Answer at length."}
+    endpoint = ws.endpoint("api.openai.com", "/v1/realtime?model=gpt-realtime")
+    assert endpoint is not None
+    allowed = 2
+    bottle = new_bottle(
+        ledger, budget=ws.realtime_plan(endpoint, ws.Session("gpt-realtime"), params).input_tokens + allowed
+    )
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/realtime?model=gpt-realtime") as sock:
+        assert recv_json(sock)["type"] == "session.created"
+        sock.send(json.dumps({"type": "response.create", "response": params}))
+        done = recv_json(sock)
+        while done["type"] != "response.done":
+            done = recv_json(sock)
+    assert done["response"]["max_output_tokens"] == allowed  # what the simulator was asked for
+    assert done["response"]["usage"]["output_tokens"] == allowed
+    [row] = rows(ledger, bottle, 1)
+    assert row["output_tokens"] == allowed
