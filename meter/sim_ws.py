@@ -3,7 +3,8 @@
 An upgrade (``GET`` with ``Upgrade: websocket``) to a path of :data:`bbnet.providers.SOCKETS` is
 taken over from the HTTP handler: wsproto does the handshake and the framing over the handler's
 own socket. Responses mode answers each ``response.create`` with the events its SSE stream sends
-(:func:`meter.sim_openai.response_events`, one text message each, the chunk delay between them);
+(:func:`meter.sim_openai.response_events`, one text message each, the latency before the first and
+the chunk delay between them; a replaying simulator still generates these);
 the Realtime API answers with :mod:`meter.sim_realtime`'s events, ending in ``response.done``.
 Every ``response.create`` counts in the simulator's statistics like an HTTP request.
 """
@@ -148,9 +149,11 @@ def _handle(ws: WSConnection, conn: Connection, event: Event, pending: list[str]
         if event.message_finished:
             text = "".join(pending)
             pending.clear()
+            config = session.config
             for index, answer in enumerate(session.answer(text)):
-                if index and session.config.chunk_delay_ms:
-                    time.sleep(session.config.chunk_delay_ms / 1000)
+                delay = config.chunk_delay_ms if index else config.latency_ms
+                if delay:
+                    time.sleep(delay / 1000)
                 send(answer)
     elif isinstance(event, Ping):
         conn.write(ws.send(event.response()))
