@@ -112,6 +112,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_totals ON usage(bottle, provider, input_tokens, output_tokens, cost_micros, ts);
     CREATE INDEX usage_bottle_id ON usage(bottle, id);
     """,
+    # v4: a reservation whose lease expires is billed, not released: it keeps its input estimate
+    # apart from the output it holds (NULL: reserved before v4), and its usage row is flagged lost
+    """
+    ALTER TABLE reservations ADD COLUMN input_tokens INTEGER;
+    ALTER TABLE usage ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,6 +18,8 @@ from bbnet.model import PoolView
 BUDGET_DENIED = "BUDGET_DENIED"
 BUDGET_CONFIG = "BUDGET_CONFIG"
 BAD_MESSAGE = "BAD_MESSAGE"  # a WebSocket message the meter refused to forward
+BAD_CONTENT_ENCODING = "BAD_CONTENT_ENCODING"  # a request body that does not decode: refused, not forwarded
+_STATUS = {BUDGET_DENIED: 429, BUDGET_CONFIG: 503, BAD_CONTENT_ENCODING: 400}
 REDACTED = "[REDACTED]"
 
 
@@ -53,26 +55,27 @@ def _bbnet_fields(code: str, governing: PoolView | None) -> dict[str, object]:
 
 
 def gate_error(family: str, code: str, governing: PoolView | None = None, detail: str = "") -> GateError:
-    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``."""
-    if code not in (BUDGET_DENIED, BUDGET_CONFIG):
+    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``, 400 for
+    ``BAD_CONTENT_ENCODING``."""
+    if code not in _STATUS:
         raise ValueError(f"unknown bbnet error code {code!r}")
-    status = 429 if code == BUDGET_DENIED else 503
+    status = _STATUS[code]
     message = redact(_message(code, governing, detail))
     extra = _bbnet_fields(code, governing)
     headers = {"content-type": "application/json", "x-bbnet-code": code}
     body: dict[str, object]
     if family == providers.ANTHROPIC_MESSAGES:
-        kind = "rate_limit_error" if status == 429 else "api_error"
+        kind = {429: "rate_limit_error", 400: "invalid_request_error"}.get(status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": message}, **extra}
-    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES):
-        kind = "rate_limit_exceeded" if status == 429 else "server_error"
+    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES, providers.OPENAI_EMBEDDINGS):
+        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(status, "server_error")
         body = {"error": {"message": message, "type": kind, "code": code.lower()}, **extra}
-    elif family == providers.GEMINI:
-        state = "RESOURCE_EXHAUSTED" if status == 429 else "UNAVAILABLE"
+    elif family in (providers.GEMINI, providers.GEMINI_EMBED, providers.CODE_ASSIST):
+        state = {429: "RESOURCE_EXHAUSTED", 400: "INVALID_ARGUMENT"}.get(status, "UNAVAILABLE")
         body = {"error": {"code": status, "message": message, "status": state}, **extra}
-    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE):
-        headers["x-amzn-ErrorType"] = (
-            "ThrottlingException" if status == 429 else "ServiceUnavailableException"
+    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE, providers.BEDROCK_EMBED):
+        headers["x-amzn-ErrorType"] = {429: "ThrottlingException", 400: "ValidationException"}.get(
+            status, "ServiceUnavailableException"
         )
         body = {"message": message, **extra}
     else:

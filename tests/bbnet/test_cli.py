@@ -96,7 +96,10 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (("budget", "set"), "bbnet budget set: error: Missing argument 'scope'. (see bbnet budget set --help)"),
+        (
+            ("budget", "set"),
+            "bbnet budget set: error: Missing argument 'scope'. (see bbnet budget set --help)",
+        ),
         (("nosuch",), "bbnet: error: No such command 'nosuch'. (see bbnet --help)"),
         (("bottle", "list", "--colour"), "bbnet bottle list: error: No such option: --colour"),
         (("report", "usage", "--top", "x"), "bbnet report usage: error: Invalid value for '--top'"),
