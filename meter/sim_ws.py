@@ -4,7 +4,8 @@ An upgrade (``GET`` with ``Upgrade: websocket``) to a path of :data:`bbnet.provi
 taken over from the HTTP handler: wsproto does the handshake and the framing over the handler's
 own socket. Responses mode answers each ``response.create`` with the events its SSE stream sends
 (:func:`meter.sim_openai.response_events`, one text message each, the latency before the first and
-the chunk delay between them; a replaying simulator still generates these);
+the chunk delay between them; a replaying simulator still generates these; a warm-up,
+``"generate": false``, makes a response with no output and zero usage);
 the Realtime API answers with :mod:`meter.sim_realtime`'s events, ending in ``response.done``.
 Every ``response.create`` counts in the simulator's statistics like an HTTP request.
 """
@@ -15,6 +16,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, Protocol
 
 from wsproto import ConnectionState, ConnectionType, WSConnection
@@ -110,6 +112,8 @@ class Session:
         else:
             body = {k: v for k, v in doc.items() if k not in ("type", "stream_id")}
             plan = plan_request(OPENAI_RESPONSES, self.path, body, None, self.config.output_tokens)
+            if doc.get("generate") is False:  # a warm-up (Codex's prewarm): no output, and unbilled here
+                plan = replace(plan, input_tokens=0, output_tokens=0, truncated=False)
             lane = {"stream_id": doc["stream_id"]} if isinstance(doc.get("stream_id"), str) else {}
             events = [{**e, **lane} for e in sim_openai.response_events(plan, seed, int(time.time()))]
         self.record(self.path, Answer(Reply(200, (), chunks=()), self.family, plan))

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bbnet.meter")
 SOCKET = "bbnet-socket"
-UPGRADE_STATUS = 101  # the status usage rows of WebSocket responses carry
+#: The status a WebSocket response's usage row carries: 200, as the same response streamed over
+#: HTTP would (a failed response is a ``response.failed`` event in a 200 stream there too)
+RESPONSE_STATUS = 200
 
 
 @dataclass
@@ -218,7 +220,7 @@ class SocketMeter:
             if reading.usage is None and reading.failed:
                 self.meter._release(pending.call, "the response failed with no usage")
             else:
-                self.meter._commit(pending.call, reading.usage, UPGRADE_STATUS)
+                self.meter._commit(pending.call, reading.usage, RESPONSE_STATUS)
             if pending.over_budget:
                 why = "the budget cannot pay for the responses the server starts: the socket is closed"
                 close(flow, errors.socket_error(family, errors.BUDGET_DENIED, pending.call.reservation.governing

@@ -112,8 +112,8 @@ stream_max_retries = 1
 """
 
 
-# HTTPS (SSE) until the meter meters WebSocket calls; then True, and the same tests cover that path
-CODEX_WEBSOCKETS = False
+# Codex's default transport: a WebSocket to /v1/responses, metered per response.create
+CODEX_WEBSOCKETS = True
 
 
 def _codex_prepare(home: Path) -> None:

@@ -145,7 +145,7 @@ def test_responses_socket_usage_rows(meter: MeterProxy, sim: SimHandle, ledger: 
     for row in got:
         assert (row["provider"], row["family"], row["host"], row["path"]) == (
             "openai", "openai-responses", "api.openai.com", "/v1/responses")  # fmt: skip
-        assert (row["estimated"], row["stream"], row["model"]) == (0, 1, "gpt-sim")
+        assert (row["estimated"], row["stream"], row["model"], row["status"]) == (0, 1, "gpt-sim", 200)
     assert holds(ledger, bottle) == []
 
 
