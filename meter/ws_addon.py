@@ -150,7 +150,7 @@ class SocketMeter:
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s (websocket)", sock.bottle,
                      sock.agent, plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
-        if result.outcome is Outcome.DEGRADE:
+        if result.outcome is Outcome.DEGRADE and plan.cappable:
             msg.content = ws.degrade(reading, result.allowed_output_tokens)
         call = meter.new_call(key, sock.bottle, sock.agent, sock.endpoint, plan, msg.content, result)
         sock.pending.append(Pending(call, reading.lane, reading.event_id))

@@ -440,3 +440,27 @@ def test_realtime_degrade_lowers_the_cap_the_sim_sees(meter: MeterProxy, ledger:
     assert done["response"]["usage"]["output_tokens"] == allowed
     [row] = rows(ledger, bottle, 1)
     assert row["output_tokens"] == allowed
+
+
+def test_chatgpt_backend_socket_is_admitted_whole_or_not(meter: MeterProxy, ledger: Ledger) -> None:
+    message = {"type": "response.create", "model": "gpt-sim", "input": PROMPT, "max_output_tokens": 200}
+    endpoint = ws.endpoint("chatgpt.com", "/backend-api/codex/responses")
+    assert endpoint is not None
+    reading, _ = ws.read_client(endpoint, ws.Session(None), json.dumps(message).encode(), True)
+    assert isinstance(reading, ws.Create)
+    bottle = new_bottle(ledger, budget=reading.plan.input_tokens + 7)  # DEGRADE room elsewhere
+    with raw_socket(meter, bottle, "wss://chatgpt.com/backend-api/codex/responses") as sock:
+        sock.send(json.dumps(message))
+        error = recv_json(sock)  # the backend refuses max_output_tokens: no DEGRADE, a DENY
+        assert (error["type"], error["bbnet_code"]) == ("error", "BUDGET_DENIED")
+        ledger.set_budget(Budget(Scope.parse(f"bottle:{bottle.name}"), "*", "tokens", 100_000))
+        sock.send(json.dumps({**message, "max_output_tokens": 3}))
+        done = recv_json(sock)
+        while done["type"] not in FINISHED:
+            done = recv_json(sock)
+    [row] = rows(ledger, bottle, 1)
+    assert (row["provider"], row["path"], row["output_tokens"]) == (
+        "chatgpt",
+        "/backend-api/codex/responses",
+        3,
+    )
