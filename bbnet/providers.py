@@ -235,6 +235,7 @@ class SocketRoute:
     path: re.Pattern[str]
     family: str  # OPENAI_RESPONSES (Responses WebSocket mode) or OPENAI_REALTIME
     price_provider: str
+    caps_output: bool = True  # see Provider.caps_output
 
 
 SOCKETS: tuple[SocketRoute, ...] = (
@@ -242,6 +243,15 @@ SOCKETS: tuple[SocketRoute, ...] = (
     SocketRoute("openai", _OPENAI_HOST, re.compile(r"/v1/realtime"), OPENAI_REALTIME, "openai"),
     SocketRoute("azure", _AZURE_HOST, re.compile(r"/openai(?:/v1)?/responses"), OPENAI_RESPONSES, "azure"),
     SocketRoute("azure", _AZURE_HOST, re.compile(r"/openai(?:/v1)?/realtime"), OPENAI_REALTIME, "azure"),
+    # Codex on a ChatGPT plan: the same WebSocket mode on the ChatGPT backend (no output cap there)
+    SocketRoute(
+        "chatgpt",
+        re.compile(r"chatgpt\.com"),
+        re.compile(r"/backend-api/codex/responses"),
+        OPENAI_RESPONSES,
+        "openai",
+        caps_output=False,
+    ),
 )
 
 #: Budget keys that settings and the CLI accept; ``*`` is "every provider".
@@ -280,7 +290,7 @@ def classify_socket(host: str, path: str) -> Match | None:
     path = path.split("?", 1)[0]
     for route in SOCKETS:
         if route.host.fullmatch(host) and route.path.fullmatch(path):
-            return Match(route.key, route.family, route.price_provider)
+            return Match(route.key, route.family, route.price_provider, caps_output=route.caps_output)
     return None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from meter.sim_plan import Plan
@@ -185,18 +184,6 @@ def response_events(plan: Plan, seed: str, now: int) -> list[dict[str, Any]]:
         {"type": "response.content_part.done", **where, "part": _text_part(plan.text)},
         {"type": "response.output_item.done", "item": item, "output_index": 0},
         {"type": "response.incomplete" if plan.truncated else "response.completed", "response": final},
-    ]
-    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
-
-
-def warmup_events(plan: Plan, seed: str, now: int) -> list[dict[str, Any]]:
-    """A WebSocket ``response.create`` with ``generate: false``: the request state is prepared, no
-    output is generated; the response completes at once with its input counted and no output."""
-    quiet = replace(plan, output_tokens=0, truncated=False)
-    final = {**response(quiet, seed, now, done=True), "output": []}
-    events = [
-        {"type": "response.created", "response": response(quiet, seed, now, done=False)},
-        {"type": "response.completed", "response": final},
     ]
     return [{**event, "sequence_number": n} for n, event in enumerate(events)]
 

@@ -3,7 +3,9 @@
 An upgrade (``GET`` with ``Upgrade: websocket``) to a path of :data:`bbnet.providers.SOCKETS` is
 taken over from the HTTP handler: wsproto does the handshake and the framing over the handler's
 own socket. Responses mode answers each ``response.create`` with the events its SSE stream sends
-(:func:`meter.sim_openai.response_events`, one text message each, the chunk delay between them);
+(:func:`meter.sim_openai.response_events`, one text message each, the latency before the first and
+the chunk delay between them; a replaying simulator still generates these; a warm-up,
+``"generate": false``, makes a response with no output and zero usage);
 the Realtime API answers with :mod:`meter.sim_realtime`'s events, ending in ``response.done``.
 Every ``response.create`` counts in the simulator's statistics like an HTTP request.
 """
@@ -110,11 +112,10 @@ class Session:
         else:
             body = {k: v for k, v in doc.items() if k not in ("type", "stream_id")}
             plan = plan_request(OPENAI_RESPONSES, self.path, body, None, self.config.output_tokens)
+            if doc.get("generate") is False:  # a warm-up (Codex's prewarm): no output, and unbilled here
+                plan = replace(plan, input_tokens=0, output_tokens=0, truncated=False)
             lane = {"stream_id": doc["stream_id"]} if isinstance(doc.get("stream_id"), str) else {}
-            answer = sim_openai.warmup_events if doc.get("generate") is False else sim_openai.response_events
-            events = [{**e, **lane} for e in answer(plan, seed, int(time.time()))]
-            if doc.get("generate") is False:
-                plan = replace(plan, output_tokens=0, truncated=False)
+            events = [{**e, **lane} for e in sim_openai.response_events(plan, seed, int(time.time()))]
         self.record(self.path, Answer(Reply(200, (), chunks=()), self.family, plan))
         return events
 
@@ -152,9 +153,11 @@ def _handle(ws: WSConnection, conn: Connection, event: Event, pending: list[str]
         if event.message_finished:
             text = "".join(pending)
             pending.clear()
+            config = session.config
             for index, answer in enumerate(session.answer(text)):
-                if index and session.config.chunk_delay_ms:
-                    time.sleep(session.config.chunk_delay_ms / 1000)
+                delay = config.chunk_delay_ms if index else config.latency_ms
+                if delay:
+                    time.sleep(delay / 1000)
                 send(answer)
     elif isinstance(event, Ping):
         conn.write(ws.send(event.response()))

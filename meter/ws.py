@@ -156,8 +156,8 @@ def _responses_create(ep: Endpoint, session: Session, doc: dict[str, Any]) -> Cl
     previous = _str(doc.get("previous_response_id"))
     carried = next((tokens for rid, tokens in session.chain if rid == previous), 0)
     plan = replace(plan, input_tokens=plan.input_tokens + carried, stream=True)
-    if doc.get("generate") is False:  # a warm-up prepares request state and generates nothing
-        plan = replace(plan, max_output_tokens=0)
+    if doc.get("generate") is False:  # a warm-up (Codex's prewarm): the input only, no output
+        plan = replace(plan, max_output_tokens=0, cappable=False)
     return Create(plan, doc, _str(doc.get("stream_id")), None)
 
 

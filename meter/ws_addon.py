@@ -20,7 +20,7 @@ from mitmproxy.proxy import events
 
 from bbnet import providers
 from bbnet.ledger import LedgerError
-from bbnet.model import Outcome, PoolView
+from bbnet.model import Outcome, PoolView, ReserveResult
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
 from meter import errors, gate, ws
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bbnet.meter")
 SOCKET = "bbnet-socket"
-UPGRADE_STATUS = 101  # the status usage rows of WebSocket responses carry
+#: The status a WebSocket response's usage row carries: 200, as the same response streamed over
+#: HTTP would (a failed response is a ``response.failed`` event in a 200 stream there too)
+RESPONSE_STATUS = 200
 
 
 @dataclass
@@ -131,30 +133,16 @@ class SocketMeter:
             log.warning("refused a WebSocket message from bottle %s: %s", sock.bottle, reading.reason)
             return
         meter = self.meter
-        if meter.ledger is None or meter.directory is None:
-            self._unavailable(flow, sock, msg, reading, meter.ledger_problem)
-            return
-        source = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         try:
-            bottle, state = meter.directory.lookup(source)
-            if bottle is None or bottle.name != sock.bottle or state != "open":
-                msg.drop()
-                why = f"bottle {sock.bottle} is {state if bottle else 'gone'}: the socket is closed"
-                close(flow, errors.socket_error(sock.endpoint.match.family, errors.BUDGET_DENIED, None, why,
-                                                reading.event_id))  # fmt: skip
-                log.info(
-                    "closed a WebSocket of bottle %s: it is %s", sock.bottle, state if bottle else "gone"
-                )
-                return
-            sock.created += 1
-            key = f"{flow.id}:{sock.created}"
-            plan = reading.plan
-            result = meter.ledger.reserve(gate.reserve_request(
-                plan, key, sock.bottle, sock.agent, rates(sock.endpoint.match.price_provider, plan.model,
-                                                          plan.input_tokens), meter.lease_seconds))  # fmt: skip
+            reserved = self._reserve(flow, sock, reading.plan, reading.event_id)
         except LedgerError as e:
             self._unavailable(flow, sock, msg, reading, str(e))
             return
+        if reserved is None:
+            msg.drop()
+            return
+        key, result = reserved
+        plan = reading.plan
         if result.outcome is Outcome.DENY:
             if result.exhausted and result.governing is not None and meter.on_exhausted:
                 meter.on_exhausted(sock.bottle, result.governing)
@@ -162,10 +150,34 @@ class SocketMeter:
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s (websocket)", sock.bottle,
                      sock.agent, plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
-        if result.outcome is Outcome.DEGRADE:
+        if result.outcome is Outcome.DEGRADE and plan.cappable:
             msg.content = ws.degrade(reading, result.allowed_output_tokens)
         call = meter.new_call(key, sock.bottle, sock.agent, sock.endpoint, plan, msg.content, result)
         sock.pending.append(Pending(call, reading.lane, reading.event_id))
+
+    def _reserve(self, flow: http.HTTPFlow, sock: Socket, plan: gate.Plan,
+                 event_id: str | None) -> tuple[str, ReserveResult] | None:  # fmt: skip
+        """Reserve one response of the socket; None (and the socket closed) when its bottle is no
+        longer open. Raises LedgerError when the ledger cannot be used."""
+        meter = self.meter
+        if meter.ledger is None or meter.directory is None:
+            raise LedgerError(meter.ledger_problem)
+        source = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        bottle, state = meter.directory.lookup(source)
+        if bottle is None or bottle.name != sock.bottle or state != "open":
+            why = f"bottle {sock.bottle} is {state if bottle else 'gone'}: the socket is closed"
+            close(
+                flow,
+                errors.socket_error(sock.endpoint.match.family, errors.BUDGET_DENIED, None, why, event_id),
+            )
+            log.info("closed a WebSocket of bottle %s: it is %s", sock.bottle, state if bottle else "gone")
+            return None
+        sock.created += 1
+        key = f"{flow.id}:{sock.created}"
+        rate = rates(sock.endpoint.match.price_provider, plan.model, plan.input_tokens)
+        return key, meter.ledger.reserve(
+            gate.reserve_request(plan, key, sock.bottle, sock.agent, rate, meter.lease_seconds)
+        )
 
     def _unavailable(self, flow: http.HTTPFlow, sock: Socket, msg: websocket.WebSocketMessage,
                      reading: ws.Create, problem: str) -> None:  # fmt: skip
@@ -208,7 +220,7 @@ class SocketMeter:
             if reading.usage is None and reading.failed:
                 self.meter._release(pending.call, "the response failed with no usage")
             else:
-                self.meter._commit(pending.call, reading.usage, UPGRADE_STATUS)
+                self.meter._commit(pending.call, reading.usage, RESPONSE_STATUS)
             if pending.over_budget:
                 why = "the budget cannot pay for the responses the server starts: the socket is closed"
                 close(flow, errors.socket_error(family, errors.BUDGET_DENIED, pending.call.reservation.governing
@@ -223,15 +235,9 @@ class SocketMeter:
         as it starts. If the budget cannot pay, it is still metered to its end (it cannot be
         stopped on the way), then the socket is closed."""
         meter = self.meter
-        if meter.ledger is None:
-            return
         plan = ws.realtime_plan(sock.endpoint, sock.session, {})
-        sock.created += 1
-        key = f"{flow.id}:{sock.created}"
         try:
-            result = meter.ledger.reserve(gate.reserve_request(
-                plan, key, sock.bottle, sock.agent, rates(sock.endpoint.match.price_provider, plan.model,
-                                                          plan.input_tokens), meter.lease_seconds))  # fmt: skip
+            reserved = self._reserve(flow, sock, plan, None)
         except LedgerError as e:
             log.error(
                 "a server-started response of bottle %s goes unmetered: %s",
@@ -239,6 +245,9 @@ class SocketMeter:
                 errors.redact(str(e)),
             )
             return
+        if reserved is None:
+            return
+        key, result = reserved
         denied = result.outcome is Outcome.DENY
         if denied:
             log.warning("bottle %s: the server started a response the budget cannot pay for (%s); closing the"

@@ -47,8 +47,6 @@ class Cli:
     env: Callable[[Path], dict[str, str]]  # from HOME
     prepare: Callable[[Path], None]  # writes config under HOME
     report: Callable[[str], Reported]  # from stdout
-    row_status: int = 200  # the usage rows' status: 101 for calls on a WebSocket
-    warmups: int = 0  # calls that generate nothing and that the CLI leaves out of its own count
 
     @property
     def binary(self) -> Path:
@@ -114,7 +112,7 @@ stream_max_retries = 1
 """
 
 
-# Codex's default transport: a WebSocket to /v1/responses, one response.create per call
+# Codex's default transport: a WebSocket to /v1/responses, metered per response.create
 CODEX_WEBSOCKETS = True
 
 
@@ -138,9 +136,6 @@ CODEX = Cli(
     env=lambda home: {"OPENAI_API_KEY": "sk-bbnet-test-not-a-key", "CODEX_HOME": str(home / ".codex")},
     prepare=_codex_prepare,
     report=_codex_report,
-    row_status=101 if CODEX_WEBSOCKETS else 200,
-    # on a WebSocket Codex first warms the socket up: response.create with generate: false
-    warmups=1 if CODEX_WEBSOCKETS else 0,
 )
 
 # -- Gemini CLI --------------------------------------------------------------------------------

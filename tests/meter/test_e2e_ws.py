@@ -113,7 +113,9 @@ def holds(ledger: Ledger, bottle: Bottle) -> list[dict[str, object]]:
 
 
 def rows(ledger: Ledger, bottle: Bottle, n: int) -> list[dict[str, Any]]:
-    found = wait_for(lambda: len(ledger.usage(bottle=bottle.name)) >= n and ledger.usage(bottle=bottle.name))
+    found = wait_for(
+        lambda: len(ledger.usage(bottle=bottle.name)) >= n and ledger.usage(bottle=bottle.name), 20
+    )
     assert found and len(found) == n, found
     return [dict(r) for r in found]
 
@@ -143,7 +145,7 @@ def test_responses_socket_usage_rows(meter: MeterProxy, sim: SimHandle, ledger: 
     for row in got:
         assert (row["provider"], row["family"], row["host"], row["path"]) == (
             "openai", "openai-responses", "api.openai.com", "/v1/responses")  # fmt: skip
-        assert (row["estimated"], row["stream"], row["model"]) == (0, 1, "gpt-sim")
+        assert (row["estimated"], row["stream"], row["model"], row["status"]) == (0, 1, "gpt-sim", 200)
     assert holds(ledger, bottle) == []
 
 
@@ -250,6 +252,27 @@ def test_malformed_messages_refused_connection_intact(
     stderr = meter.stderr()
     assert "refused a WebSocket message" in stderr
     assert OPENAI_KEY not in stderr
+
+
+def test_provider_error_releases_the_reservation(meter: MeterProxy, sim: SimHandle, ledger: Ledger) -> None:
+    bottle = new_bottle(ledger)
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/responses") as sock:
+        sock.send(json.dumps({"type": "response.create", "input": PROMPT}))  # the simulator wants a model
+        error = recv_json(sock)
+        assert error["type"] == "error" and "model" in error["error"]["message"]
+        assert "bbnet_code" not in error  # the provider's own refusal, passed through
+        assert wait_for(lambda: holds(ledger, bottle) == [], timeout=20)  # released with the socket open
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/realtime?model=gpt-realtime") as sock:
+        assert recv_json(sock)["type"] == "session.created"
+        sock.send(
+            json.dumps(
+                {"type": "response.create", "event_id": "evt_zero", "response": {"max_output_tokens": 0}}
+            )
+        )
+        error = recv_json(sock)
+        assert (error["type"], error["error"]["event_id"]) == ("error", "evt_zero")
+        assert wait_for(lambda: holds(ledger, bottle) == [], timeout=20)
+    assert ledger.usage(bottle=bottle.name) == []
 
 
 def test_unknown_source_upgrade_refused(meter: MeterProxy, sim: SimHandle) -> None:
@@ -397,3 +420,47 @@ def test_realtime_server_started_response_over_budget_closes(meter: MeterProxy, 
     [row] = rows(ledger, bottle, 1)
     assert row["output_tokens"] == done["response"]["usage"]["output_tokens"]
     assert holds(ledger, bottle) == []
+
+
+def test_realtime_degrade_lowers_the_cap_the_sim_sees(meter: MeterProxy, ledger: Ledger) -> None:
+    params = {"max_output_tokens": 50, "instructions": "Answer at length."}
+    endpoint = ws.endpoint("api.openai.com", "/v1/realtime?model=gpt-realtime")
+    assert endpoint is not None
+    allowed = 2
+    bottle = new_bottle(
+        ledger, budget=ws.realtime_plan(endpoint, ws.Session("gpt-realtime"), params).input_tokens + allowed
+    )
+    with raw_socket(meter, bottle, "wss://api.openai.com/v1/realtime?model=gpt-realtime") as sock:
+        assert recv_json(sock)["type"] == "session.created"
+        sock.send(json.dumps({"type": "response.create", "response": params}))
+        done = recv_json(sock)
+        while done["type"] != "response.done":
+            done = recv_json(sock)
+    assert done["response"]["max_output_tokens"] == allowed  # what the simulator was asked for
+    assert done["response"]["usage"]["output_tokens"] == allowed
+    [row] = rows(ledger, bottle, 1)
+    assert row["output_tokens"] == allowed
+
+
+def test_chatgpt_backend_socket_is_admitted_whole_or_not(meter: MeterProxy, ledger: Ledger) -> None:
+    message = {"type": "response.create", "model": "gpt-sim", "input": PROMPT, "max_output_tokens": 200}
+    endpoint = ws.endpoint("chatgpt.com", "/backend-api/codex/responses")
+    assert endpoint is not None
+    reading, _ = ws.read_client(endpoint, ws.Session(None), json.dumps(message).encode(), True)
+    assert isinstance(reading, ws.Create)
+    bottle = new_bottle(ledger, budget=reading.plan.input_tokens + 7)  # DEGRADE room elsewhere
+    with raw_socket(meter, bottle, "wss://chatgpt.com/backend-api/codex/responses") as sock:
+        sock.send(json.dumps(message))
+        error = recv_json(sock)  # the backend refuses max_output_tokens: no DEGRADE, a DENY
+        assert (error["type"], error["bbnet_code"]) == ("error", "BUDGET_DENIED")
+        ledger.set_budget(Budget(Scope.parse(f"bottle:{bottle.name}"), "*", "tokens", 100_000))
+        sock.send(json.dumps({**message, "max_output_tokens": 3}))
+        done = recv_json(sock)
+        while done["type"] not in FINISHED:
+            done = recv_json(sock)
+    [row] = rows(ledger, bottle, 1)
+    assert (row["provider"], row["path"], row["output_tokens"]) == (
+        "chatgpt",
+        "/backend-api/codex/responses",
+        3,
+    )

@@ -123,13 +123,16 @@ def test_responses_create_plan() -> None:
     assert (reading.plan.model, reading.plan.max_output_tokens, reading.lane) == ("gpt-5", 77, "lane-2")
     no_cap = create(RESPONSES, {"type": "response.create", "model": "gpt-5", "input": "x"})
     assert no_cap.plan.max_output_tokens == request.output_cap("gpt-5")
-
-
-def test_a_warm_up_reserves_its_input_only() -> None:
-    doc = {"type": "response.create", "model": "gpt-5", "input": "hello " * 40, "generate": False}
-    reading = create(RESPONSES, doc)
-    assert reading.plan.max_output_tokens == 0
-    assert reading.plan.input_tokens == estimate.input_tokens(OPENAI_RESPONSES, doc)
+    chatgpt = create(
+        ws.endpoint("chatgpt.com", "/backend-api/codex/responses"),
+        {"type": "response.create", "model": "gpt-5"},
+    )
+    assert not chatgpt.plan.cappable  # the ChatGPT backend refuses max_output_tokens: admitted whole or not
+    warm_up = create(
+        RESPONSES, {"type": "response.create", "model": "gpt-5", "input": "x", "generate": False}
+    )
+    assert (warm_up.plan.max_output_tokens, warm_up.plan.input_tokens) == (0, no_cap.plan.input_tokens)
+    assert not warm_up.plan.cappable
 
 
 def test_responses_previous_response_is_billed_again() -> None:
