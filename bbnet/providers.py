@@ -187,7 +187,8 @@ BUILTIN: tuple[Provider, ...] = (
             _r(r"/v1internal:(?:stream)?[gG]enerateContent", CODE_ASSIST),
             _r(
                 r"/v1internal:(?:countTokens|loadCodeAssist|onboardUser|listExperiments|retrieveUserQuota"
-                r"|recordCodeAssistMetrics|getCodeAssistGlobalUserSetting|setCodeAssistGlobalUserSetting)",
+                r"|recordCodeAssistMetrics|fetchAdminControls|getCodeAssistGlobalUserSetting"
+                r"|setCodeAssistGlobalUserSetting)",
                 FREE,
             ),
         ),

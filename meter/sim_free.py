@@ -15,6 +15,8 @@ CREATED = 1_767_225_600
 
 def reply(method: str, path: str, body: dict[str, Any], anthropic_client: bool) -> Reply | None:
     """The answer to a free endpoint, or None when nothing answers ``method path`` here."""
+    if path.startswith("/v1internal:") and not path.endswith(":countTokens"):
+        return _code_assist_session(path)
     if method == "GET":
         return _models(path, anthropic_client)
     if method != "POST":
@@ -28,9 +30,20 @@ def reply(method: str, path: str, body: dict[str, Any], anthropic_client: bool) 
         return json_reply({"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]})
     if path.endswith("/count-tokens"):  # Bedrock
         return json_reply({"inputTokens": n})
-    if path.startswith("/v1internal:"):  # Code Assist's session calls: nothing to simulate
-        return json_reply({})
     return None
+
+
+CODE_ASSIST_PROJECT = "bbnet-sim-project"
+
+
+def _code_assist_session(path: str) -> Reply:
+    """Code Assist's session calls (what Gemini CLI asks before it generates): an account that has
+    a tier and a project already; the rest (experiments, quota, metrics, settings) are empty."""
+    if path.endswith(":loadCodeAssist"):
+        tier = {"id": "standard-tier", "name": "Gemini Code Assist", "hasOnboardedPreviously": True}
+        return json_reply({"currentTier": tier, "allowedTiers": [{**tier, "isDefault": True}],
+                           "cloudaicompanionProject": CODE_ASSIST_PROJECT})  # fmt: skip
+    return json_reply({})
 
 
 def _models(path: str, anthropic_client: bool) -> Reply | None:

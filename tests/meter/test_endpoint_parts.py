@@ -152,6 +152,9 @@ def test_the_simulator_answers_free_endpoints_in_their_shapes() -> None:
     assert status == 200 and listing["has_more"] is False  # type: ignore[index]
     assert sim_answer("GET", "/v1/models/gpt-5")[1]["id"] == "gpt-5"  # type: ignore[index]
     assert sim_answer("GET", "/v1/messages/count_tokens", anthropic=True)[0] == 404
+    status, account = sim_answer("POST", "/v1internal:loadCodeAssist", {"metadata": {}})
+    assert status == 200 and account["cloudaicompanionProject"] and account["currentTier"]["id"]  # type: ignore[index]
+    assert sim_answer("GET", "/v1internal:getCodeAssistGlobalUserSetting")[0] == 200
 
 
 def test_the_simulator_embeds_and_refuses_what_the_backends_refuse() -> None:
