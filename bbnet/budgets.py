@@ -349,6 +349,15 @@ class BudgetOps(Store):
         with self._tx() as c:
             return self._drop_hold(c, key)
 
+    def renew(self, keys: Iterable[str], lease_seconds: float, now: float | None = None) -> int:
+        """Extend the leases of calls still in flight to ``lease_seconds`` from now; how many held."""
+        until = (time.time() if now is None else now) + lease_seconds
+        with self._tx() as c:
+            return sum(
+                c.execute("UPDATE reservations SET expires_at = ? WHERE key = ?", (until, key)).rowcount
+                for key in keys
+            )
+
     def sweep_expired(self, now: float | None = None) -> list[tuple[str, CommitResult]]:
         """Bill every reservation whose lease has expired as a *lost* call (a meter died mid-call).
 

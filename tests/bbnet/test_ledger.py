@@ -125,6 +125,14 @@ def test_expired_lease_is_billed_as_a_lost_call(ledger: Ledger) -> None:
     assert ledger.sweep_expired() == []  # nothing left to sweep: the lost row is not billed twice
 
 
+def test_renewed_lease_is_not_swept(ledger: Ledger) -> None:
+    ledger.reserve(_req("live", lease_seconds=0.0))
+    assert ledger.renew(["live", "gone"], 3600) == 1  # a key with no reservation is skipped
+    assert ledger.sweep_expired() == [] and [r["key"] for r in ledger.reservations()] == ["live"]
+    assert ledger.commit("live", _usage(inp=90, out=40)).recorded
+    assert [(r["input_tokens"], r["output_tokens"], r["lost"]) for r in ledger.usage()] == [(90, 40, 0)]
+
+
 def test_commit_after_sweep_changes_nothing(ledger: Ledger) -> None:
     ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 1000))
     ledger.reserve(_req("k", lease_seconds=0.0))
