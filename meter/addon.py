@@ -130,7 +130,9 @@ class Meter:
             if not self._live:
                 continue
             try:
-                ledger.renew(list(self._live), self.lease_seconds)
+                ledger.renew(
+                    {key: _output_seen(flow) for key, flow in self._live.items()}, self.lease_seconds
+                )
             except LedgerError as e:
                 log.error("renewing %d leases failed: %s", len(self._live), errors.redact(str(e)))
 
@@ -317,6 +319,13 @@ class Meter:
             )
             return
         log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
+
+
+def _output_seen(flow: http.HTTPFlow) -> int:
+    """The output tokens a call's stream has shown so far (0 before any, or when not streamed)."""
+    call = flow.metadata.get(META)
+    usage = call.tap.result().usage if isinstance(call, Call) and call.tap is not None else None
+    return usage.output_tokens if usage is not None else 0
 
 
 def _after_answer(write: Callable[..., None], *args: object) -> None:

@@ -1,5 +1,6 @@
 """A live meter keeps the leases of its calls alive: a stream that outlasts its lease (2 s here)
-and the controller's sweeps (every 5 s) still ends as its real usage, not as a lost estimate."""
+and the controller's sweeps (every 5 s) still ends as its real usage, not as a lost estimate; and
+each renewal notes the output seen so far, which is what a meter that dies then gets billed for."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def test_a_call_longer_than_its_lease_is_billed_as_it_was(service: Service, agen
     agent = start_agent(service, bottle, "anthropic", "--calls", "1", "--stream-every", "1",
                         "--max-tokens", "200", "--timeout", "120")  # fmt: skip
     agents.append(agent)
+    with service.ledger() as ledger:  # each renewal also notes what the stream has shown so far
+        eventually(lambda: any(r["output_seen"] > 0 for r in ledger.reservations()), 60,
+                   "a renewed lease holds the output seen")  # fmt: skip
     assert agent.wait(300) == 0
     [ok] = agent.outcomes("ok")
     with service.ledger() as ledger:
