@@ -6,6 +6,7 @@ spliced into a query. Times are epoch seconds (UTC); hour and day buckets are th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,22 @@ def unpriced(source: Source = SNAPSHOT) -> Query:
         " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS LAST",
         params,
     )
+
+
+def list_priced(keys: Sequence[str], source: Source = SNAPSHOT) -> Query:
+    """Calls of the providers whose cost is a list-price equivalent (subscriptions), by provider."""
+    if not keys:
+        raise ReportError("list_priced needs at least one provider key")
+    for key in keys:
+        if not _PROVIDER_KEY.fullmatch(key):
+            raise ReportError(f"not a provider key: {key!r}")
+    body, params = source.select(f"provider IN ({', '.join(repr(k) for k in keys)})")
+    return Query(
+        f"SELECT provider, count(*) AS calls, sum(cost_usd) AS cost_usd{body} GROUP BY 1 ORDER BY 1", params
+    )
+
+
+_PROVIDER_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 def series(bucket: str, measure: str, source: Source = SNAPSHOT) -> Query:

@@ -113,12 +113,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_bottle_id ON usage(bottle, id);
     """,
     # v4: a reservation whose lease expires is billed, not released: it keeps its input estimate
-    # apart from the output it holds (NULL: reserved before v4) and the output its stream had shown
-    # when the meter last renewed the lease; its usage row is flagged lost
+    # apart from the output it holds (NULL: reserved before v4), and its usage row is flagged lost
     """
     ALTER TABLE reservations ADD COLUMN input_tokens INTEGER;
-    ALTER TABLE reservations ADD COLUMN output_seen INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+    """,
+    # v5: the output a call's stream had shown when the meter last renewed its lease, billed with
+    # the input estimate if the lease expires (the meter died)
+    """
+    ALTER TABLE reservations ADD COLUMN output_seen INTEGER NOT NULL DEFAULT 0;
     """,
 )
 

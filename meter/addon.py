@@ -4,8 +4,14 @@ Per LLM request (classified from the *original* host, before any upstream remap)
 ``request`` attributes the flow to a bottle, reserves the projected spend and answers DENY itself
 (the provider never sees it); ``responseheaders`` puts a :class:`StreamTap` on streamed answers;
 ``response`` commits real usage (or the flagged estimate); ``error`` commits what a broken stream
-showed, else releases. Every call ends as exactly one usage row or one released reservation.
+showed, else releases. Endpoints the catalogue marks free (token counting, model listings) pass
+untouched. A request body in a ``Content-Encoding`` is decoded for the estimate and forwarded as
+it came; when the gate edits it, the edit is re-encoded in the same coding (mitmproxy's
+``set_content``; a chain of codings it cannot re-apply goes decoded, its header dropped). A body that does not decode is refused with 400 ``BAD_CONTENT_ENCODING`` in the
+provider's error shape, before any reservation. Every call ends as exactly one usage row or one released reservation.
 Those ledger writes run on the event loop just after the answer has been sent, not before it.
+WebSocket upgrades and their messages are handed to :class:`meter.ws_addon.SocketMeter`, which
+meters each response on the socket the same way.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
-from meter import errors, estimate, gate
+from meter import errors, estimate, gate, request
 from meter.attribution import AGENT_HEADER, Directory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
+from meter.ws import Endpoint
+from meter.ws_addon import SocketMeter, is_upgrade
 
 log = logging.getLogger("bbnet.meter")
 DEGRADED_HEADER = "x-bbnet-degraded"
@@ -78,6 +86,7 @@ class Call:
     injected_usage: bool = False
     tap: StreamTap | None = None
     finished: bool = field(default=False)
+    socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
 
 
 class Meter:
@@ -102,6 +111,7 @@ class Meter:
         self.on_commit = on_commit
         self.on_exhausted = on_exhausted
         self.directory = Directory(ledger) if ledger else None
+        self.sockets = SocketMeter(self)
         self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
         self._renewer: asyncio.Task[None] | None = None
 
@@ -142,9 +152,11 @@ class Meter:
         req = flow.request
         agent_header = req.headers.pop(AGENT_HEADER, None)
         host, path = req.pretty_host, req.path
-        match = providers.classify(host, path, self.catalogue) if req.method == "POST" else None
-        if match is not None and flow.response is None:
+        match = providers.classify(host, path, self.catalogue)
+        if match is not None and not match.free and req.method == "POST" and flow.response is None:
             self._gate(flow, match, host, path, agent_header)
+        elif is_upgrade(req) and flow.response is None:
+            self.sockets.upgrade(flow, host, agent_header)
         if flow.response is None:
             self._remap(flow, host)
 
@@ -168,7 +180,15 @@ class Meter:
             self._deny(flow, match, None, f"bottle {bottle.name} is {state}")
             return
         agent = agent_header if agent_header and AGENT_NAME_RE.fullmatch(agent_header) else match.provider
-        body = flow.request.get_content(strict=False) or b""
+        try:
+            body = request.decoded_body(
+                flow.request.raw_content or b"", flow.request.headers.get("content-encoding")
+            )
+        except request.RequestError as e:  # the provider could not read it either: refuse, hold nothing
+            err = errors.gate_error(match.family, errors.BAD_CONTENT_ENCODING, detail=str(e))
+            flow.response = http.Response.make(err.status, err.body, err.headers)
+            log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
+            return
         plan = gate.plan(match, path, body)
         key = flow.id
         try:
@@ -187,7 +207,7 @@ class Meter:
             return
         rw = gate.rewrite(plan, body, result)
         if rw.body is not body:
-            flow.request.set_content(rw.body)
+            flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
                                    time.monotonic(), result, rw.degraded_to, rw.injected_usage)  # fmt: skip
         self._live[key] = flow
@@ -266,6 +286,23 @@ class Meter:
         else:
             self._release(call, flow.error.msg if flow.error else "flow failed")
 
+    # -- WebSocket messages (meter/ws_addon.py) ------------------------------------------------
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self.sockets.message(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.end(flow)
+
+    def new_call(self, flow: http.HTTPFlow, key: str, bottle: str, agent: str, ep: Endpoint, plan: gate.Plan,
+                 body: bytes, reservation: ReserveResult) -> Call:  # fmt: skip
+        """The :class:`Call` of one response on the WebSocket ``flow``, committed like an HTTP call's
+        (and its lease renewed while the socket is open)."""
+        degraded = reservation.allowed_output_tokens if reservation.outcome is Outcome.DEGRADE else None
+        self._live[key] = flow
+        return Call(key, bottle, agent, ep.match, plan, body, ep.host, ep.path, time.monotonic(), reservation,
+                    degraded, socket=True)  # fmt: skip
+
     # -- finishing a call: decided in the hook, written to the ledger once the answer has left ----
 
     def _commit(self, call: Call, found: Usage | None, status: int | None) -> None:
@@ -279,7 +316,7 @@ class Meter:
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
             cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
             reasoning_tokens=usage.reasoning_tokens, family=call.match.family, host=call.host, path=call.path,
-            estimated=found is None, stream=call.tap is not None, status=status,
+            estimated=found is None, stream=call.tap is not None or call.socket, status=status,
             latency_ms=round((time.monotonic() - call.started) * 1000, 3),
         )  # fmt: skip
         _after_answer(self._write_commit, self.ledger, call, record)

@@ -17,6 +17,9 @@ from bbnet.model import PoolView
 
 BUDGET_DENIED = "BUDGET_DENIED"
 BUDGET_CONFIG = "BUDGET_CONFIG"
+BAD_MESSAGE = "BAD_MESSAGE"  # a WebSocket message the meter refused to forward
+BAD_CONTENT_ENCODING = "BAD_CONTENT_ENCODING"  # a request body that does not decode: refused, not forwarded
+_STATUS = {BUDGET_DENIED: 429, BUDGET_CONFIG: 503, BAD_CONTENT_ENCODING: 400}
 REDACTED = "[REDACTED]"
 
 
@@ -52,31 +55,68 @@ def _bbnet_fields(code: str, governing: PoolView | None) -> dict[str, object]:
 
 
 def gate_error(family: str, code: str, governing: PoolView | None = None, detail: str = "") -> GateError:
-    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``."""
-    if code not in (BUDGET_DENIED, BUDGET_CONFIG):
+    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``, 400 for
+    ``BAD_CONTENT_ENCODING``."""
+    if code not in _STATUS:
         raise ValueError(f"unknown bbnet error code {code!r}")
-    status = 429 if code == BUDGET_DENIED else 503
+    status = _STATUS[code]
     message = redact(_message(code, governing, detail))
     extra = _bbnet_fields(code, governing)
     headers = {"content-type": "application/json", "x-bbnet-code": code}
     body: dict[str, object]
     if family == providers.ANTHROPIC_MESSAGES:
-        kind = "rate_limit_error" if status == 429 else "api_error"
+        kind = {429: "rate_limit_error", 400: "invalid_request_error"}.get(status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": message}, **extra}
-    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES):
-        kind = "rate_limit_exceeded" if status == 429 else "server_error"
+    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES, providers.OPENAI_EMBEDDINGS):
+        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(status, "server_error")
         body = {"error": {"message": message, "type": kind, "code": code.lower()}, **extra}
-    elif family == providers.GEMINI:
-        state = "RESOURCE_EXHAUSTED" if status == 429 else "UNAVAILABLE"
+    elif family in (providers.GEMINI, providers.GEMINI_EMBED, providers.CODE_ASSIST):
+        state = {429: "RESOURCE_EXHAUSTED", 400: "INVALID_ARGUMENT"}.get(status, "UNAVAILABLE")
         body = {"error": {"code": status, "message": message, "status": state}, **extra}
-    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE):
-        headers["x-amzn-ErrorType"] = (
-            "ThrottlingException" if status == 429 else "ServiceUnavailableException"
+    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE, providers.BEDROCK_EMBED):
+        headers["x-amzn-ErrorType"] = {429: "ThrottlingException", 400: "ValidationException"}.get(
+            status, "ServiceUnavailableException"
         )
         body = {"message": message, **extra}
     else:
         raise ValueError(f"unknown API family {family!r}")
     return GateError(status, headers, json.dumps(body).encode())
+
+
+_SOCKET_ERRORS = {
+    BUDGET_DENIED: (429, "rate_limit_exceeded"),
+    BUDGET_CONFIG: (503, "server_error"),
+    BAD_MESSAGE: (400, "invalid_request_error"),
+}
+
+
+def socket_error(
+    family: str,
+    code: str,
+    governing: PoolView | None = None,
+    detail: str = "",
+    client_event_id: str | None = None,
+) -> bytes:
+    """The proxy's answer to a WebSocket message it did not forward: the API's own ``error`` event
+    (the Responses WebSocket mode's ``{"type": "error", "status", "error"}``, or the Realtime API's,
+    which names the client event it refuses), plus ``bbnet_code`` and the governing pool."""
+    if code not in _SOCKET_ERRORS:
+        raise ValueError(f"unknown bbnet error code {code!r}")
+    status, kind = _SOCKET_ERRORS[code]
+    error: dict[str, object] = {
+        "type": kind,
+        "code": code.lower(),
+        "message": redact(_message(code, governing, detail)),
+        "param": None,
+    }
+    if family == providers.OPENAI_REALTIME:
+        body: dict[str, object] = {"type": "error", "event_id": f"event_bbnet_{code.lower()}",
+                                   "error": {**error, "event_id": client_event_id}}  # fmt: skip
+    elif family == providers.OPENAI_RESPONSES:
+        body = {"type": "error", "status": status, "error": error}
+    else:
+        raise ValueError(f"no WebSocket API of family {family!r}")
+    return json.dumps({**body, **_bbnet_fields(code, governing)}).encode()
 
 
 # --- redaction --------------------------------------------------------------------------------

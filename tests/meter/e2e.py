@@ -152,7 +152,7 @@ def http_client(proxy: MeterProxy, source: str, timeout: float = 20.0) -> httpx2
     return httpx2.Client(transport=transport, timeout=timeout, trust_env=False)
 
 
-def wait_for(probe: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+def wait_for(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02) -> Any:
     """Poll ``probe`` until it returns something truthy; return its last value either way."""
     deadline = time.monotonic() + timeout
     value = probe()
