@@ -35,10 +35,9 @@ _POOL_COLUMNS = "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, b.
 
 
 def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
-    """What an expired reservation is billed as: its input estimate, at the time of the call.
-
-    The output the stream had shown lives only in the dead meter's memory, so none is added. A
-    reservation made before the input estimate was kept apart (schema v3) bills its whole hold.
+    """What an expired reservation is billed as, at the time of the call: its input estimate and
+    the output its stream had shown when the meter last renewed the lease (what it saw after that
+    died with it). A reservation made before the estimate was kept apart (v3) bills its whole hold.
     """
     estimate = reservation["input_tokens"]
     return UsageRecord(
@@ -47,6 +46,7 @@ def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
         provider=reservation["provider"],
         model=reservation["model"],
         input_tokens=reservation["tokens"] if estimate is None else estimate,
+        output_tokens=reservation["output_seen"],
         estimated=True,
         lost=True,
         ts=reservation["created_at"],
@@ -348,6 +348,19 @@ class BudgetOps(Store):
         """Return a reservation's held amounts to its pools; False if there was none."""
         with self._tx() as c:
             return self._drop_hold(c, key)
+
+    def renew(self, seen: Mapping[str, int], lease_seconds: float, now: float | None = None) -> int:
+        """Extend the leases of calls still in flight to ``lease_seconds`` from now, noting the output
+        each call's stream has shown so far (``seen``: key -> output tokens); how many were held."""
+        until = (time.time() if now is None else now) + lease_seconds
+        with self._tx() as c:
+            return sum(
+                c.execute(
+                    "UPDATE reservations SET expires_at = ?, output_seen = max(output_seen, ?) WHERE key = ?",
+                    (until, max(out, 0), key),
+                ).rowcount
+                for key, out in seen.items()
+            )
 
     def sweep_expired(self, now: float | None = None) -> list[tuple[str, CommitResult]]:
         """Bill every reservation whose lease has expired as a *lost* call (a meter died mid-call).

@@ -118,6 +118,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE reservations ADD COLUMN input_tokens INTEGER;
     ALTER TABLE usage ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
     """,
+    # v5: the output a call's stream had shown when the meter last renewed its lease, billed with
+    # the input estimate if the lease expires (the meter died)
+    """
+    ALTER TABLE reservations ADD COLUMN output_seen INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -112,13 +112,39 @@ class Meter:
         self.on_exhausted = on_exhausted
         self.directory = Directory(ledger) if ledger else None
         self.sockets = SocketMeter(self)
+        self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
+        self._renewer: asyncio.Task[None] | None = None
 
     def running(self) -> None:
+        if self.ledger is not None and self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(self.ledger))
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
         if self.ledger is None:  # WARNING: an ERROR logged during startup makes mitmproxy exit
             fate = "forwarded unmetered" if self.fail_open else "answered 503 BUDGET_CONFIG"
             log.warning("ledger unavailable (%s): LLM calls are %s", self.ledger_problem, fate)
+
+    def done(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+
+    async def _renew_leases(self, ledger: Ledger) -> None:
+        """Keep the leases of the calls in flight from running out, however long a call takes: only a
+        dead meter's leases expire, and those are billed as lost calls (``Ledger.sweep_expired``)."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            for key, flow in list(self._live.items()):
+                if not flow.live:  # ended without a hook that settles it: the sweep bills it
+                    del self._live[key]
+            if not self._live:
+                continue
+            try:
+                ledger.renew(
+                    {key: _output_seen(flow) for key, flow in self._live.items()}, self.lease_seconds
+                )
+            except LedgerError as e:
+                log.error("renewing %d leases failed: %s", len(self._live), errors.redact(str(e)))
 
     # -- request -------------------------------------------------------------------------------
 
@@ -184,6 +210,7 @@ class Meter:
             flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
                                    time.monotonic(), result, rw.degraded_to, rw.injected_usage)  # fmt: skip
+        self._live[key] = flow
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
         if self.fail_open:
@@ -267,11 +294,12 @@ class Meter:
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self.sockets.end(flow)
 
-    @staticmethod
-    def new_call(key: str, bottle: str, agent: str, ep: Endpoint, plan: gate.Plan, body: bytes,
-                 reservation: ReserveResult) -> Call:  # fmt: skip
-        """The :class:`Call` of one response on a WebSocket, committed like an HTTP call's."""
+    def new_call(self, flow: http.HTTPFlow, key: str, bottle: str, agent: str, ep: Endpoint, plan: gate.Plan,
+                 body: bytes, reservation: ReserveResult) -> Call:  # fmt: skip
+        """The :class:`Call` of one response on the WebSocket ``flow``, committed like an HTTP call's
+        (and its lease renewed while the socket is open)."""
         degraded = reservation.allowed_output_tokens if reservation.outcome is Outcome.DEGRADE else None
+        self._live[key] = flow
         return Call(key, bottle, agent, ep.match, plan, body, ep.host, ep.path, time.monotonic(), reservation,
                     degraded, socket=True)  # fmt: skip
 
@@ -279,6 +307,7 @@ class Meter:
 
     def _commit(self, call: Call, found: Usage | None, status: int | None) -> None:
         call.finished = True
+        self._live.pop(call.key, None)
         if self.ledger is None or call.reservation is None:
             return
         usage = found or estimate.fallback_usage(call.match.family, call.request_body, call.plan.model)
@@ -294,6 +323,7 @@ class Meter:
 
     def _release(self, call: Call, why: str) -> None:
         call.finished = True
+        self._live.pop(call.key, None)
         if self.ledger is None or call.reservation is None:
             return
         _after_answer(self._write_release, self.ledger, call, why)
@@ -326,6 +356,13 @@ class Meter:
             )
             return
         log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
+
+
+def _output_seen(flow: http.HTTPFlow) -> int:
+    """The output tokens a call's stream has shown so far (0 before any, or when not streamed)."""
+    call = flow.metadata.get(META)
+    usage = call.tap.result().usage if isinstance(call, Call) and call.tap is not None else None
+    return usage.output_tokens if usage is not None else 0
 
 
 def _after_answer(write: Callable[..., None], *args: object) -> None:

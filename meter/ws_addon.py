@@ -152,7 +152,7 @@ class SocketMeter:
             return
         if result.outcome is Outcome.DEGRADE and plan.cappable:
             msg.content = ws.degrade(reading, result.allowed_output_tokens)
-        call = meter.new_call(key, sock.bottle, sock.agent, sock.endpoint, plan, msg.content, result)
+        call = meter.new_call(flow, key, sock.bottle, sock.agent, sock.endpoint, plan, msg.content, result)
         sock.pending.append(Pending(call, reading.lane, reading.event_id))
 
     def _reserve(self, flow: http.HTTPFlow, sock: Socket, plan: gate.Plan,
@@ -252,7 +252,7 @@ class SocketMeter:
         if denied:
             log.warning("bottle %s: the server started a response the budget cannot pay for (%s); closing the"
                         " socket when it ends", sock.bottle, result.governing.scope if result.governing else "-")  # fmt: skip
-        call = meter.new_call(key, sock.bottle, sock.agent, sock.endpoint, plan, b"{}", result)
+        call = meter.new_call(flow, key, sock.bottle, sock.agent, sock.endpoint, plan, b"{}", result)
         sock.pending.append(Pending(call, None, None, started=True, over_budget=denied))
 
     @staticmethod

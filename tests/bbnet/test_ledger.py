@@ -125,6 +125,14 @@ def test_expired_lease_is_billed_as_a_lost_call(ledger: Ledger) -> None:
     assert ledger.sweep_expired() == []  # nothing left to sweep: the lost row is not billed twice
 
 
+def test_renewed_lease_is_not_swept(ledger: Ledger) -> None:
+    ledger.reserve(_req("live", lease_seconds=0.0))
+    assert ledger.renew({"live": 0, "gone": 0}, 3600) == 1  # a key with no reservation is skipped
+    assert ledger.sweep_expired() == [] and [r["key"] for r in ledger.reservations()] == ["live"]
+    assert ledger.commit("live", _usage(inp=90, out=40)).recorded
+    assert [(r["input_tokens"], r["output_tokens"], r["lost"]) for r in ledger.usage()] == [(90, 40, 0)]
+
+
 def test_commit_after_sweep_changes_nothing(ledger: Ledger) -> None:
     ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 1000))
     ledger.reserve(_req("k", lease_seconds=0.0))
@@ -132,6 +140,16 @@ def test_commit_after_sweep_changes_nothing(ledger: Ledger) -> None:
     assert not ledger.commit("k", _usage()).recorded  # one usage row per call, ever
     assert [(r["input_tokens"], r["lost"]) for r in ledger.usage()] == [(100, 1)]
     assert (ledger.pools()[0].used, ledger.pools()[0].reserved) == (100, 0)
+
+
+def test_lost_call_bills_the_output_its_stream_had_shown(ledger: Ledger) -> None:
+    ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 1000))
+    ledger.reserve(_req("k", inp=100, out=300))
+    ledger.renew({"k": 40}, 3600)
+    ledger.renew({"k": 25}, 0.0)  # a stale figure never lowers what was seen
+    assert len(ledger.sweep_expired()) == 1
+    assert [(r["input_tokens"], r["output_tokens"], r["lost"]) for r in ledger.usage()] == [(100, 40, 1)]
+    assert (ledger.pools()[0].used, ledger.pools()[0].reserved) == (140, 0)
 
 
 def test_lost_call_that_spends_the_pool_reports_it_exhausted(ledger: Ledger) -> None:

@@ -84,10 +84,11 @@ def test_sigkill_mid_stream_then_restart(service: Service, agents: list[Agent]) 
     assert len({r["key"] for r in rows}) == len(rows)  # one usage row per call, ever
     lost = [r for r in rows if r["lost"]]
     billed = [r for r in rows if not r["lost"]]
-    # the calls the kill broke: one lost row per held key, the input estimate the lease kept
+    # the calls the kill broke: one lost row per held key, of the input estimate and the output
+    # seen that the lease kept
     assert sorted(r["key"] for r in lost) == sorted(str(r["key"]) for r in held)
     assert {r["key"]: (r["input_tokens"], r["output_tokens"], r["estimated"]) for r in lost} == {
-        str(r["key"]): (r["input_tokens"], 0, 1) for r in held
+        str(r["key"]): (r["input_tokens"], r["output_seen"], 1) for r in held
     }
     assert sorted((r["input_tokens"], r["output_tokens"]) for r in billed) == sorted(
         (line["input_tokens"], line["output_tokens"]) for line in ok
