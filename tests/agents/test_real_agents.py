@@ -132,8 +132,10 @@ def test_each_call_is_one_usage_row_equal_to_what_the_agent_reports(
     assert all(
         (r["provider"], r["estimated"], r["lost"], r["status"]) == (cli.provider, 0, 0, 200) for r in rows
     )
-    # the rows hold what the agent says it spent, in total and per model where it tells
+    # the rows hold what the simulator counted it generated, and what the agent says it spent, in
+    # total and per model where it tells
     spent = (sum(r["input_tokens"] for r in rows), sum(r["output_tokens"] for r in rows))
+    assert spent == (sim.stats()["input_tokens"], sim.stats()["output_tokens"])
     assert spent == (reported.input_tokens, reported.output_tokens)
     if reported.models:
         assert {r["model"] for r in rows} == set(reported.models)
