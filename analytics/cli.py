@@ -108,9 +108,14 @@ def _emit(report: Report, fmt: str, output: Path | None) -> None:
                 output.write_text(text)
             except OSError as e:
                 raise ReportError(f"cannot write {output}: {e.strerror or e}") from None
-    if fmt == "csv" and report.extra and any(t.rows for t in report.extra):
-        names = ", ".join(f"{r[0]}/{r[1]}" for t in report.extra for r in t.rows)
-        print(f"unpriced models (not counted in cost_usd): {names}", file=sys.stderr)
+    if fmt == "csv":
+        notes = {t.name: t.rows for t in report.extra}
+        if notes.get("unpriced_models"):
+            names = ", ".join(f"{r[0]}/{r[1]}" for r in notes["unpriced_models"])
+            print(f"unpriced models (not counted in cost_usd): {names}", file=sys.stderr)
+        if notes.get("list_price_equivalents"):
+            names = ", ".join(str(r[0]) for r in notes["list_price_equivalents"])
+            print(f"list-price equivalents (subscriptions, not invoices): {names}", file=sys.stderr)
     if report.series is not None:
         text = chart(report.series) + "\n"
         (sys.stderr if output is None and fmt != "table" else sys.stdout).write(text)

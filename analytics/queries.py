@@ -6,6 +6,7 @@ spliced into a query. Times are epoch seconds (UTC); hour and day buckets are th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ BY_KEYS = ("bottle", "agent", "provider", "model", "hour", "day")
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 
 TOKENS = "input_tokens + output_tokens"  # input includes cache reads/writes, output reasoning
+# calls whose meter died mid-call, billed from their reservation's estimate (bbnet/budgets.py)
+LOST_CALLS = "count(*) FILTER (WHERE lost <> 0)"
 USAGE_MEASURES: tuple[tuple[str, str], ...] = (
     ("calls", "count(*)"),
     ("input_tokens", "sum(input_tokens)::BIGINT"),
@@ -26,6 +29,7 @@ USAGE_MEASURES: tuple[tuple[str, str], ...] = (
     ("reasoning_tokens", "sum(reasoning_tokens)::BIGINT"),
     ("tokens", f"sum({TOKENS})::BIGINT"),
     ("estimated_calls", "count(*) FILTER (WHERE estimated <> 0)"),
+    ("lost_calls", LOST_CALLS),
 )
 # Token sums are cast back to BIGINT: DuckDB sums BIGINT as HUGEINT, which is slower to hand to
 # Python (a report can have ~1M groups). sum() skips NULL: unpriced calls add nothing to cost_usd (NULL when a group has no priced call)
@@ -35,6 +39,7 @@ COST_MEASURES: tuple[tuple[str, str], ...] = (
     ("tokens", f"sum({TOKENS})::BIGINT"),
     ("cost_usd", "sum(cost_usd)"),
     ("unpriced_calls", "count(*) FILTER (WHERE cost_usd IS NULL)"),
+    ("lost_calls", LOST_CALLS),
 )
 
 
@@ -121,7 +126,7 @@ class Source:
 CALLS = "calls"  # the temp table a report snapshots its calls into when it scans the ledger
 SNAPSHOT = Source(CALLS)
 # the columns each report copies: the fewer, the faster the SQLite scan
-_KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens"
+_KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens, lost"
 USAGE_COLUMNS = f"{_KEY_COLUMNS}, cache_write_tokens, cache_read_tokens, reasoning_tokens, estimated"
 COST_COLUMNS = f"{_KEY_COLUMNS}, cost_usd"
 
@@ -173,6 +178,22 @@ def unpriced(source: Source = SNAPSHOT) -> Query:
         " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS LAST",
         params,
     )
+
+
+def list_priced(keys: Sequence[str], source: Source = SNAPSHOT) -> Query:
+    """Calls of the providers whose cost is a list-price equivalent (subscriptions), by provider."""
+    if not keys:
+        raise ReportError("list_priced needs at least one provider key")
+    for key in keys:
+        if not _PROVIDER_KEY.fullmatch(key):
+            raise ReportError(f"not a provider key: {key!r}")
+    body, params = source.select(f"provider IN ({', '.join(repr(k) for k in keys)})")
+    return Query(
+        f"SELECT provider, count(*) AS calls, sum(cost_usd) AS cost_usd{body} GROUP BY 1 ORDER BY 1", params
+    )
+
+
+_PROVIDER_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 def series(bucket: str, measure: str, source: Source = SNAPSHOT) -> Query:

@@ -12,19 +12,22 @@ from analytics.budgets import Burn, concerns_bottle, current_period_starts, pool
 from analytics.queries import COST_MEASURES, LEDGER, USAGE_MEASURES, Filters, Query, Source
 from analytics.reader import LedgerReader
 from analytics.table import Column, Report, Series, Table, bucket_label, iso
+from bbnet.providers import LIST_PRICE_KEYS
 
 KINDS = ("usage", "cost", "budgets", "actions", "refusals")
 _KEY_COLUMNS = {key: Column(key, "str") for key in queries.BY_KEYS}
 _USAGE_COLUMNS = (
     Column("calls", "int"),
-    *(Column(name, "int", "tokens") for name, _ in USAGE_MEASURES[1:-1]),
+    *(Column(name, "int", "tokens") for name, _ in USAGE_MEASURES[1:-2]),
     Column("estimated_calls", "int"),
+    Column("lost_calls", "int"),
 )
 _COST_COLUMNS = (
     Column("calls", "int"),
     Column("tokens", "int", "tokens"),
     Column("cost_usd", "float", "usd"),
     Column("unpriced_calls", "int"),
+    Column("lost_calls", "int"),
 )
 _UNPRICED_COLUMNS = (
     Column("provider", "str"),
@@ -32,6 +35,7 @@ _UNPRICED_COLUMNS = (
     Column("calls", "int"),
     Column("tokens", "int", "tokens"),
 )
+_LIST_PRICE_COLUMNS = (Column("provider", "str"), Column("calls", "int"), Column("cost_usd", "float", "usd"))
 _ACTION_COLUMNS = (
     Column("id", "int"),
     Column("time", "str"),
@@ -112,14 +116,22 @@ def cost(
     top: int | None = None,
     chart: bool = False,
 ) -> Report:
-    """USD per group, as recorded per call from genai-prices; unpriced calls counted and listed apart."""
+    """USD per group, as recorded per call from genai-prices; unpriced calls counted and listed apart,
+    and the providers whose cost is a list-price equivalent of a subscription listed apart too."""
     source = _calls(reader, filters, queries.COST_COLUMNS)
     rows = _run(reader.con, queries.aggregate(by, COST_MEASURES, source, top, rank_by="cost_usd"))
     columns = (*(_KEY_COLUMNS[key] for key in by), *_COST_COLUMNS)
     table = Table("cost", columns, tuple(rows))
     unpriced = Table("unpriced_models", _UNPRICED_COLUMNS, tuple(_run(reader.con, queries.unpriced(source))))
+    # subscriptions (Codex on ChatGPT, Code Assist): their cost is the API list price, not an invoice
+    keys = sorted(LIST_PRICE_KEYS)
+    list_priced = Table(
+        "list_price_equivalents",
+        _LIST_PRICE_COLUMNS,
+        tuple(_run(reader.con, queries.list_priced(keys, source))),
+    )
     series = _series(reader.con, by, "cost_usd", "sum(cost_usd)", source) if chart else None
-    return Report(table, (unpriced,), series)
+    return Report(table, (unpriced, list_priced), series)
 
 
 def actions(reader: LedgerReader, filters: Filters, top: int | None = None) -> Report:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bbnet import pools as arith
@@ -32,6 +32,25 @@ from bbnet.providers import PROVIDER_KEYS
 from bbnet.store import LedgerError, Store, pool_from_row
 
 _POOL_COLUMNS = "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, b.limit_amount, p.used, p.reserved"  # p.id is NULL where the budget has no pool for the period yet
+
+
+def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
+    """What an expired reservation is billed as, at the time of the call: its input estimate and
+    the output its stream had shown when the meter last renewed the lease (what it saw after that
+    died with it). A reservation made before the estimate was kept apart (v3) bills its whole hold.
+    """
+    estimate = reservation["input_tokens"]
+    return UsageRecord(
+        bottle=reservation["bottle"],
+        agent=reservation["agent"],
+        provider=reservation["provider"],
+        model=reservation["model"],
+        input_tokens=reservation["tokens"] if estimate is None else estimate,
+        output_tokens=reservation["output_seen"],
+        estimated=True,
+        lost=True,
+        ts=reservation["created_at"],
+    )
 
 
 def _scope_holds(scope: str, chain: list[str], agent: str) -> bool:
@@ -225,7 +244,7 @@ class BudgetOps(Store):
                     c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
             c.execute(
                 "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     req.key,
                     req.bottle,
@@ -237,6 +256,7 @@ class BudgetOps(Store):
                     json.dumps(holds),
                     now,
                     now + req.lease_seconds,
+                    req.input_tokens,
                 ),
             )
         return ReserveResult(
@@ -259,66 +279,69 @@ class BudgetOps(Store):
         ):
             if getattr(usage, field) < 0:
                 raise LedgerError(f"invalid usage: {field} is negative")
+        with self._tx() as c:
+            return self._record(c, key, usage)
+
+    def _record(self, c: sqlite3.Connection, key: str, usage: UsageRecord) -> CommitResult:
+        """The commit inside an open transaction: insert the row, move the hold to used."""
         cost = cost_usd(usage.provider, usage.model, usage)
         micros = None if cost is None else round(cost * MICROS_PER_USD)
         ts = time.time() if usage.ts is None else usage.ts
-        with self._tx() as c:
-            found = c.execute(
-                "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
-                " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
-                (key,),
-            ).fetchone()
-            if found["committed"]:
-                return CommitResult(False, key, cost)
-            holds: dict[int, int] = dict(json.loads(found["pools"])) if found["pools"] else {}
-            chain = self._chain(c, usage.bottle)
-            exhausted: list[PoolView] = []
-            for r in self._path_pool_rows(c, chain, usage.agent, usage.provider, ts):
-                amount = usage.tokens if r["unit"] == "tokens" else (micros or 0)
-                held = holds.pop(r["id"], 0)
-                if amount or held:  # the hold moves to used in the same statement
-                    c.execute(
-                        "UPDATE pools SET used = used + ?, reserved = reserved - ? WHERE id = ?",
-                        (amount, held, r["id"]),
-                    )
-                pool = pool_from_row(r)
-                pool = PoolView(
-                    **{**pool.__dict__, "used": pool.used + amount, "reserved": pool.reserved - held}
+        found = c.execute(
+            "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
+            " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+            (key,),
+        ).fetchone()
+        if found["committed"]:
+            return CommitResult(False, key, cost)
+        holds: dict[int, int] = dict(json.loads(found["pools"])) if found["pools"] else {}
+        chain = self._chain(c, usage.bottle)
+        exhausted: list[PoolView] = []
+        for r in self._path_pool_rows(c, chain, usage.agent, usage.provider, ts):
+            amount = usage.tokens if r["unit"] == "tokens" else (micros or 0)
+            held = holds.pop(r["id"], 0)
+            if amount or held:  # the hold moves to used in the same statement
+                c.execute(
+                    "UPDATE pools SET used = used + ?, reserved = reserved - ? WHERE id = ?",
+                    (amount, held, r["id"]),
                 )
-                if pool.exhausted:
-                    exhausted.append(pool)
-            for pool_id, held in holds.items():  # held in a pool no longer on the path (a new period)
-                c.execute("UPDATE pools SET reserved = reserved - ? WHERE id = ?", (held, pool_id))
-            if found["pools"] is not None:
-                c.execute("DELETE FROM reservations WHERE key = ?", (key,))
-            c.execute(
-                "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"
-                " output_tokens, cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros,"
-                " estimated, stream, status, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?)",
-                (
-                    key,
-                    ts,
-                    usage.bottle,
-                    usage.agent,
-                    usage.provider,
-                    usage.family,
-                    usage.model,
-                    usage.host,
-                    usage.path,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cache_write_tokens,
-                    usage.cache_read_tokens,
-                    usage.reasoning_tokens,
-                    cost,
-                    micros,
-                    int(usage.estimated),
-                    int(usage.stream),
-                    usage.status,
-                    usage.latency_ms,
-                ),
-            )
+            pool = pool_from_row(r)
+            pool = PoolView(**{**pool.__dict__, "used": pool.used + amount, "reserved": pool.reserved - held})
+            if pool.exhausted:
+                exhausted.append(pool)
+        for pool_id, held in holds.items():  # held in a pool no longer on the path (a new period)
+            c.execute("UPDATE pools SET reserved = reserved - ? WHERE id = ?", (held, pool_id))
+        if found["pools"] is not None:
+            c.execute("DELETE FROM reservations WHERE key = ?", (key,))
+        c.execute(
+            "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"
+            " output_tokens, cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros,"
+            " estimated, stream, status, latency_ms, lost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                ts,
+                usage.bottle,
+                usage.agent,
+                usage.provider,
+                usage.family,
+                usage.model,
+                usage.host,
+                usage.path,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_write_tokens,
+                usage.cache_read_tokens,
+                usage.reasoning_tokens,
+                cost,
+                micros,
+                int(usage.estimated),
+                int(usage.stream),
+                usage.status,
+                usage.latency_ms,
+                int(usage.lost),
+            ),
+        )
         return CommitResult(True, key, cost, tuple(exhausted))
 
     def release(self, key: str) -> bool:
@@ -326,14 +349,32 @@ class BudgetOps(Store):
         with self._tx() as c:
             return self._drop_hold(c, key)
 
-    def sweep_expired(self, now: float | None = None) -> int:
-        """Release every reservation whose lease has expired (a meter died mid-call)."""
+    def renew(self, seen: Mapping[str, int], lease_seconds: float, now: float | None = None) -> int:
+        """Extend the leases of calls still in flight to ``lease_seconds`` from now, noting the output
+        each call's stream has shown so far (``seen``: key -> output tokens); how many were held."""
+        until = (time.time() if now is None else now) + lease_seconds
+        with self._tx() as c:
+            return sum(
+                c.execute(
+                    "UPDATE reservations SET expires_at = ?, output_seen = max(output_seen, ?) WHERE key = ?",
+                    (until, max(out, 0), key),
+                ).rowcount
+                for key, out in seen.items()
+            )
+
+    def sweep_expired(self, now: float | None = None) -> list[tuple[str, CommitResult]]:
+        """Bill every reservation whose lease has expired as a *lost* call (a meter died mid-call).
+
+        The call was forwarded and may have been billed upstream, so releasing the hold would
+        under-count: each becomes one usage row (``estimated``, ``lost``) of the input estimate, and
+        its pools move the hold to used in the same transaction. Idempotent on the flow key: a
+        later commit for the same key finds the row and changes nothing. Returns (bottle, result)
+        per expired lease.
+        """
         now = time.time() if now is None else now
         with self._tx() as c:
-            keys = [r[0] for r in c.execute("SELECT key FROM reservations WHERE expires_at <= ?", (now,))]
-            for key in keys:
-                self._drop_hold(c, key)
-        return len(keys)
+            expired = c.execute("SELECT * FROM reservations WHERE expires_at <= ?", (now,)).fetchall()
+            return [(r["bottle"], self._record(c, r["key"], lost_usage(r))) for r in expired]
 
     def reservations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._read("SELECT * FROM reservations ORDER BY created_at")]

@@ -119,6 +119,7 @@ class UsageRecord:
     status: int | None = None
     latency_ms: float | None = None
     ts: float | None = None  # default: now
+    lost: bool = False  # its meter died mid-call: billed from the reservation (estimated too)
 
     @property
     def tokens(self) -> int:

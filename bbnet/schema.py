@@ -112,7 +112,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_totals ON usage(bottle, provider, input_tokens, output_tokens, cost_micros, ts);
     CREATE INDEX usage_bottle_id ON usage(bottle, id);
     """,
-    # v4: egress policies per bottle (absent: the settings' host default), and refusals counted per
+    # v4: a reservation whose lease expires is billed, not released: it keeps its input estimate
+    # apart from the output it holds (NULL: reserved before v4), and its usage row is flagged lost
+    """
+    ALTER TABLE reservations ADD COLUMN input_tokens INTEGER;
+    ALTER TABLE usage ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+    """,
+    # v5: the output a call's stream had shown when the meter last renewed its lease, billed with
+    # the input estimate if the lease expires (the meter died)
+    """
+    ALTER TABLE reservations ADD COLUMN output_seen INTEGER NOT NULL DEFAULT 0;
+    """,
+    # v6: egress policies per bottle (absent: the settings' host default), and refusals counted per
     # (UTC day, bottle, host, code): one upsert per refused request, bounded however often it repeats
     """
     CREATE TABLE egress (

@@ -38,6 +38,7 @@ class Call:
     cost_micros: int | None  # None: unpriced model
     status: int | None
     estimated: bool
+    lost: bool = False  # its meter died mid-call: billed from the reservation
 
 
 def call_from_row(row: Mapping[str, Any]) -> Call:
@@ -53,6 +54,7 @@ def call_from_row(row: Mapping[str, Any]) -> Call:
         cost_micros=row["cost_micros"],
         status=row["status"],
         estimated=bool(row["estimated"]),
+        lost=bool(row["lost"]),
     )
 
 

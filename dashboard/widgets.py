@@ -160,7 +160,7 @@ def detail_text(detail: Detail, now: float) -> Text:
         estimate = " est." if call.estimated else ""
         out.append(
             f"  {fmt.clock(call.ts)} {call.provider} {call.model or '?'} {fmt.tokens(call.tokens)} tok"
-            f"{estimate} {cost} {call.status or '-'} ({call.agent})\n"
+            f"{estimate} {cost} {'lost' if call.lost else call.status or '-'} ({call.agent})\n"
         )
     out.append("\nenforcement history\n", style="bold underline")
     if not detail.history:

@@ -211,9 +211,13 @@ class Controller:
             log.warning("%s %s: %s (%.1f ms after the commit)", bottle.policy, name, reason, waited)
 
     def sweep(self) -> None:
-        swept = self.ledger.sweep_expired()
-        if swept:
-            log.info("swept %d expired reservations", swept)
+        """Bill expired leases as lost calls; one that spends a pool cuts its bottle like a commit."""
+        lost = self.ledger.sweep_expired()
+        if lost:
+            log.warning("billed %d expired reservations as lost calls (their meter died)", len(lost))
+        for bottle, result in lost:
+            if result.exhausted:
+                self.enforce(Exhausted(bottle, result.exhausted, time.monotonic()))
 
     def restore_new_periods(self) -> None:
         """``auto_restore_on_new_period``: reopen bottles the controller cut for a budget that reset."""

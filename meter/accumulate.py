@@ -8,7 +8,7 @@ was seen (``finished``). The rules, per family:
   and may come more than once, so each field it names replaces the previous value (never summed).
 - OpenAI chat: the ``stream_options.include_usage`` chunk (``choices: []`` and a ``usage``).
 - OpenAI Responses: the ``response`` of the terminal ``response.completed|incomplete|failed``.
-- Gemini: the last ``usageMetadata``.
+- Gemini: the last ``usageMetadata``; Code Assist: the same, inside each event's ``response``.
 - Bedrock Converse: the ``metadata`` event's ``usage``.
 - Bedrock invoke (Anthropic on Bedrock): Anthropic events, base64 in each ``chunk``; the
   ``amazon-bedrock-invocationMetrics`` of the last chunk, when present, is authoritative.
@@ -131,6 +131,25 @@ class Gemini:
         return self._found
 
 
+class CodeAssist:
+    """Code Assist's stream: each event is ``{"response": <a Gemini chunk>, "traceId": ...}``."""
+
+    def __init__(self, model_hint: str | None = None) -> None:
+        self._inner = Gemini(model_hint)
+
+    @property
+    def finished(self) -> bool:
+        return self._inner.finished
+
+    def add(self, kind: str, payload: dict[str, Any]) -> None:
+        inner = payload.get("response")
+        if isinstance(inner, dict):
+            self._inner.add(kind, inner)
+
+    def usage(self) -> u.Usage | None:
+        return self._inner.usage()
+
+
 class BedrockConverse:
     def __init__(self, model_hint: str | None = None) -> None:
         self.finished = False
@@ -181,11 +200,14 @@ class BedrockInvoke:
         return self._metrics or self._inner.usage()
 
 
-_BY_FAMILY: dict[str, type[Anthropic | OpenAIChat | OpenAIResponses | Gemini | BedrockConverse]] = {
+_BY_FAMILY: dict[
+    str, type[Anthropic | OpenAIChat | OpenAIResponses | Gemini | CodeAssist | BedrockConverse]
+] = {
     providers.ANTHROPIC_MESSAGES: Anthropic,
     providers.OPENAI_CHAT: OpenAIChat,
     providers.OPENAI_RESPONSES: OpenAIResponses,
     providers.GEMINI: Gemini,
+    providers.CODE_ASSIST: CodeAssist,
     providers.BEDROCK_CONVERSE: BedrockConverse,
 }
 

@@ -4,8 +4,14 @@ Per LLM request (classified from the *original* host, before any upstream remap)
 ``request`` attributes the flow to a bottle, reserves the projected spend and answers DENY itself
 (the provider never sees it); ``responseheaders`` puts a :class:`StreamTap` on streamed answers;
 ``response`` commits real usage (or the flagged estimate); ``error`` commits what a broken stream
-showed, else releases. Every call ends as exactly one usage row or one released reservation.
+showed, else releases. Endpoints the catalogue marks free (token counting, model listings) pass
+untouched. A request body in a ``Content-Encoding`` is decoded for the estimate and forwarded as
+it came; when the gate edits it, the edit is re-encoded in the same coding (mitmproxy's
+``set_content``; a chain of codings it cannot re-apply goes decoded, its header dropped). A body that does not decode is refused with 400 ``BAD_CONTENT_ENCODING`` in the
+provider's error shape, before any reservation. Every call ends as exactly one usage row or one released reservation.
 Those ledger writes run on the event loop just after the answer has been sent, not before it.
+WebSocket upgrades and their messages are handed to :class:`meter.ws_addon.SocketMeter`, which
+meters each response on the socket the same way.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
-from meter import egress, errors, estimate, gate
+from meter import egress, errors, estimate, gate, request
 from meter.attribution import AGENT_HEADER, Directory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
+from meter.ws import Endpoint
+from meter.ws_addon import SocketMeter
 
 log = logging.getLogger("bbnet.meter")
 DEGRADED_HEADER = "x-bbnet-degraded"
@@ -79,6 +87,7 @@ class Call:
     injected_usage: bool = False
     tap: StreamTap | None = None
     finished: bool = field(default=False)
+    socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
 
 
 class Meter:
@@ -105,13 +114,40 @@ class Meter:
         self.on_exhausted = on_exhausted
         self.directory = Directory(ledger) if ledger else None
         self.egress_default = egress_default or Policy()  # the settings' egress: section
+        self.sockets = SocketMeter(self)
+        self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
+        self._renewer: asyncio.Task[None] | None = None
 
     def running(self) -> None:
+        if self.ledger is not None and self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(self.ledger))
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
         if self.ledger is None:  # WARNING: an ERROR logged during startup makes mitmproxy exit
             fate = "forwarded unmetered" if self.fail_open else "answered 503 BUDGET_CONFIG"
             log.warning("ledger unavailable (%s): LLM calls are %s", self.ledger_problem, fate)
+
+    def done(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+
+    async def _renew_leases(self, ledger: Ledger) -> None:
+        """Keep the leases of the calls in flight from running out, however long a call takes: only a
+        dead meter's leases expire, and those are billed as lost calls (``Ledger.sweep_expired``)."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            for key, flow in list(self._live.items()):
+                if not flow.live:  # ended without a hook that settles it: the sweep bills it
+                    del self._live[key]
+            if not self._live:
+                continue
+            try:
+                ledger.renew(
+                    {key: _output_seen(flow) for key, flow in self._live.items()}, self.lease_seconds
+                )
+            except LedgerError as e:
+                log.error("renewing %d leases failed: %s", len(self._live), errors.redact(str(e)))
 
     # -- request -------------------------------------------------------------------------------
 
@@ -128,6 +164,8 @@ class Meter:
             return
         if decision.match is not None and flow.response is None:
             self._gate(flow, decision.match, host, path, agent_header, source, found)
+        elif decision.verdict is egress.Verdict.WEBSOCKET and flow.response is None:
+            self.sockets.upgrade(flow, host, agent_header)
         if flow.response is None:
             self._remap(flow, host)
 
@@ -158,27 +196,29 @@ class Meter:
         return self.egress_default
 
     def _refuse(self, flow: http.HTTPFlow, decision: egress.Decision,
-                found: tuple[Bottle | None, str] | LedgerError | None, host: str, request: str) -> None:  # fmt: skip
+                found: tuple[Bottle | None, str] | LedgerError | None, host: str, what: str) -> None:  # fmt: skip
         bottle = found[0].name if isinstance(found, tuple) and found[0] is not None else None
-        if decision.verdict is egress.Verdict.UNMETERED and decision.provider is not None:
-            detail = f"{request} on {host} is not metered; the egress policy refuses it (unmetered: allow opens it)"
-            err = errors.gate_error(decision.provider.routes[0].family, errors.UNMETERED, detail=detail)
+        if decision.verdict is egress.Verdict.UNMETERED and decision.family is not None:
+            detail = (
+                f"{what} on {host} is not metered; the egress policy refuses it (unmetered: allow opens it)"
+            )
+            err = errors.gate_error(decision.family, errors.UNMETERED, detail=detail)
         else:
             err = errors.egress_denied(host, bottle)
         flow.response = http.Response.make(err.status, err.body, err.headers)
-        self._note_refusal(found, host, decision.verdict.value, request)
+        self._note_refusal(found, host, decision.verdict.value, what)
 
     def _note_refusal(self, found: tuple[Bottle | None, str] | LedgerError | None, host: str, code: str,
-                      request: str) -> None:  # fmt: skip
+                      what: str) -> None:  # fmt: skip
         bottle = found[0].name if isinstance(found, tuple) and found[0] is not None else ""
-        log.info("refused bottle=%s host=%s code=%s %s", bottle or "-", host, code, errors.redact(request))
+        log.info("refused bottle=%s host=%s code=%s %s", bottle or "-", host, code, errors.redact(what))
         if self.ledger is not None:
-            _after_answer(self._write_refusal, self.ledger, bottle, host, code, request)
+            _after_answer(self._write_refusal, self.ledger, bottle, host, code, what)
 
     @staticmethod
-    def _write_refusal(ledger: Ledger, bottle: str, host: str, code: str, request: str) -> None:
+    def _write_refusal(ledger: Ledger, bottle: str, host: str, code: str, what: str) -> None:
         try:
-            ledger.record_refusal(bottle, host, code, request)
+            ledger.record_refusal(bottle, host, code, what)
         except LedgerError as e:
             log.error("refusal not recorded (bottle %s, host %s): %s", bottle, host, errors.redact(str(e)))
 
@@ -202,7 +242,15 @@ class Meter:
             self._deny(flow, match, None, f"bottle {bottle.name} is {state}")
             return
         agent = agent_header if agent_header and AGENT_NAME_RE.fullmatch(agent_header) else match.provider
-        body = flow.request.get_content(strict=False) or b""
+        try:
+            body = request.decoded_body(
+                flow.request.raw_content or b"", flow.request.headers.get("content-encoding")
+            )
+        except request.RequestError as e:  # the provider could not read it either: refuse, hold nothing
+            err = errors.gate_error(match.family, errors.BAD_CONTENT_ENCODING, detail=str(e))
+            flow.response = http.Response.make(err.status, err.body, err.headers)
+            log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
+            return
         plan = gate.plan(match, path, body)
         key = flow.id
         try:
@@ -221,9 +269,10 @@ class Meter:
             return
         rw = gate.rewrite(plan, body, result)
         if rw.body is not body:
-            flow.request.set_content(rw.body)
+            flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
                                    time.monotonic(), result, rw.degraded_to, rw.injected_usage)  # fmt: skip
+        self._live[key] = flow
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
         if self.fail_open:
@@ -300,10 +349,28 @@ class Meter:
         else:
             self._release(call, flow.error.msg if flow.error else "flow failed")
 
+    # -- WebSocket messages (meter/ws_addon.py) ------------------------------------------------
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self.sockets.message(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.end(flow)
+
+    def new_call(self, flow: http.HTTPFlow, key: str, bottle: str, agent: str, ep: Endpoint, plan: gate.Plan,
+                 body: bytes, reservation: ReserveResult) -> Call:  # fmt: skip
+        """The :class:`Call` of one response on the WebSocket ``flow``, committed like an HTTP call's
+        (and its lease renewed while the socket is open)."""
+        degraded = reservation.allowed_output_tokens if reservation.outcome is Outcome.DEGRADE else None
+        self._live[key] = flow
+        return Call(key, bottle, agent, ep.match, plan, body, ep.host, ep.path, time.monotonic(), reservation,
+                    degraded, socket=True)  # fmt: skip
+
     # -- finishing a call: decided in the hook, written to the ledger once the answer has left ----
 
     def _commit(self, call: Call, found: Usage | None, status: int | None) -> None:
         call.finished = True
+        self._live.pop(call.key, None)
         if self.ledger is None or call.reservation is None:
             return
         usage = found or estimate.fallback_usage(call.match.family, call.request_body, call.plan.model)
@@ -312,13 +379,14 @@ class Meter:
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
             cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
             reasoning_tokens=usage.reasoning_tokens, family=call.match.family, host=call.host, path=call.path,
-            estimated=found is None, stream=call.tap is not None, status=status,
+            estimated=found is None, stream=call.tap is not None or call.socket, status=status,
             latency_ms=round((time.monotonic() - call.started) * 1000, 3),
         )  # fmt: skip
         _after_answer(self._write_commit, self.ledger, call, record)
 
     def _release(self, call: Call, why: str) -> None:
         call.finished = True
+        self._live.pop(call.key, None)
         if self.ledger is None or call.reservation is None:
             return
         _after_answer(self._write_release, self.ledger, call, why)
@@ -351,6 +419,13 @@ class Meter:
             )
             return
         log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
+
+
+def _output_seen(flow: http.HTTPFlow) -> int:
+    """The output tokens a call's stream has shown so far (0 before any, or when not streamed)."""
+    call = flow.metadata.get(META)
+    usage = call.tap.result().usage if isinstance(call, Call) and call.tap is not None else None
+    return usage.output_tokens if usage is not None else 0
 
 
 def _after_answer(write: Callable[..., None], *args: object) -> None:

@@ -27,11 +27,18 @@ class DecodeError(ValueError):
 class Decoder(Protocol):
     def decode(self, chunk: bytes) -> Iterator[bytes]: ...
 
+    def finished(self) -> bool:
+        """The input so far ends where an encoded stream may end (not truncated mid-frame)."""
+        ...
+
 
 class Identity:
     def decode(self, chunk: bytes) -> Iterator[bytes]:
         if chunk:
             yield chunk
+
+    def finished(self) -> bool:
+        return True
 
 
 class Zlib:
@@ -72,6 +79,9 @@ class Zlib:
             else:
                 data = b""
 
+    def finished(self) -> bool:
+        return self._obj is None and not self._head
+
 
 class Brotli:
     def __init__(self) -> None:
@@ -91,6 +101,9 @@ class Brotli:
             if self._obj.is_finished():
                 return
 
+    def finished(self) -> bool:
+        return bool(self._obj.is_finished())
+
 
 class Zstd:
     def __init__(self) -> None:
@@ -101,9 +114,9 @@ class Zstd:
         while True:
             if self._obj.eof:
                 data = self._obj.unused_data + data  # a following frame
-                self._obj = zstd.ZstdDecompressor()
                 if not data:
                     return
+                self._obj = zstd.ZstdDecompressor()
             try:
                 piece = self._obj.decompress(data, PIECE_BYTES)
             except zstd.ZstdError as exc:
@@ -113,6 +126,9 @@ class Zstd:
             data = b""
             if self._obj.needs_input and not self._obj.eof:
                 return
+
+    def finished(self) -> bool:
+        return bool(self._obj.eof)
 
 
 class Chain:
@@ -126,6 +142,9 @@ class Chain:
         for decoder in self._decoders:
             pieces = _through(decoder, pieces)
         yield from pieces
+
+    def finished(self) -> bool:
+        return all(d.finished() for d in self._decoders)
 
 
 def _through(decoder: Decoder, pieces: Iterator[bytes]) -> Iterator[bytes]:

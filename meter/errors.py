@@ -19,9 +19,11 @@ from bbnet.pools import period_end
 
 BUDGET_DENIED = "BUDGET_DENIED"
 BUDGET_CONFIG = "BUDGET_CONFIG"
+BAD_MESSAGE = "BAD_MESSAGE"  # a WebSocket message the meter refused to forward
+BAD_CONTENT_ENCODING = "BAD_CONTENT_ENCODING"  # a request body that does not decode: refused, not forwarded
 UNMETERED = "UNMETERED"  # a call on an LLM host the meter cannot meter: refused (egress policy)
 EGRESS_DENIED = "EGRESS_DENIED"
-_STATUS = {BUDGET_DENIED: 429, BUDGET_CONFIG: 503, UNMETERED: 403}
+_STATUS = {BUDGET_DENIED: 429, BUDGET_CONFIG: 503, BAD_CONTENT_ENCODING: 400, UNMETERED: 403}
 REDACTED = "[REDACTED]"
 
 
@@ -71,7 +73,8 @@ def gate_error(
     detail: str = "",
     retry_after: int | None = None,
 ) -> GateError:
-    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``, 403 for ``UNMETERED``.
+    """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``, 400 for
+    ``BAD_CONTENT_ENCODING``, 403 for ``UNMETERED``.
 
     A DENY tells SDKs not to retry (``x-should-retry: false``, honoured by the official SDKs and
     Claude Code): the same call would be refused again until budget frees up. ``retry_after``
@@ -89,18 +92,26 @@ def gate_error(
         headers["retry-after"] = str(retry_after)
     body: dict[str, object]
     if family == providers.ANTHROPIC_MESSAGES:
-        kind = {429: "rate_limit_error", 403: "permission_error"}.get(status, "api_error")
-        body = {"type": "error", "error": {"type": kind, "message": message}, **extra}
-    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES):
-        kind = {429: "rate_limit_exceeded", 403: "permission_denied"}.get(status, "server_error")
-        body = {"error": {"message": message, "type": kind, "code": code.lower()}, **extra}
-    elif family == providers.GEMINI:
-        state = {429: "RESOURCE_EXHAUSTED", 403: "PERMISSION_DENIED"}.get(status, "UNAVAILABLE")
-        body = {"error": {"code": status, "message": message, "status": state}, **extra}
-    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE):
-        headers["x-amzn-ErrorType"] = {429: "ThrottlingException", 403: "AccessDeniedException"}.get(
-            status, "ServiceUnavailableException"
+        kind = {429: "rate_limit_error", 400: "invalid_request_error", 403: "permission_error"}.get(
+            status, "api_error"
         )
+        body = {"type": "error", "error": {"type": kind, "message": message}, **extra}
+    elif family in (providers.OPENAI_CHAT, providers.OPENAI_RESPONSES, providers.OPENAI_EMBEDDINGS):
+        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error", 403: "permission_denied"}.get(
+            status, "server_error"
+        )
+        body = {"error": {"message": message, "type": kind, "code": code.lower()}, **extra}
+    elif family in (providers.GEMINI, providers.GEMINI_EMBED, providers.CODE_ASSIST):
+        state = {429: "RESOURCE_EXHAUSTED", 400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED"}.get(
+            status, "UNAVAILABLE"
+        )
+        body = {"error": {"code": status, "message": message, "status": state}, **extra}
+    elif family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE, providers.BEDROCK_EMBED):
+        headers["x-amzn-ErrorType"] = {
+            429: "ThrottlingException",
+            400: "ValidationException",
+            403: "AccessDeniedException",
+        }.get(status, "ServiceUnavailableException")
         body = {"message": message, **extra}
     else:
         raise ValueError(f"unknown API family {family!r}")
@@ -114,6 +125,42 @@ def egress_denied(host: str, bottle: str | None) -> GateError:
     body = {"error": {"type": "egress_denied", "message": message}, "bbnet_code": EGRESS_DENIED, "host": host}
     headers = {"content-type": "application/json", "x-bbnet-code": EGRESS_DENIED, "x-should-retry": "false"}
     return GateError(403, headers, json.dumps(body).encode())
+
+
+_SOCKET_ERRORS = {
+    BUDGET_DENIED: (429, "rate_limit_exceeded"),
+    BUDGET_CONFIG: (503, "server_error"),
+    BAD_MESSAGE: (400, "invalid_request_error"),
+}
+
+
+def socket_error(
+    family: str,
+    code: str,
+    governing: PoolView | None = None,
+    detail: str = "",
+    client_event_id: str | None = None,
+) -> bytes:
+    """The proxy's answer to a WebSocket message it did not forward: the API's own ``error`` event
+    (the Responses WebSocket mode's ``{"type": "error", "status", "error"}``, or the Realtime API's,
+    which names the client event it refuses), plus ``bbnet_code`` and the governing pool."""
+    if code not in _SOCKET_ERRORS:
+        raise ValueError(f"unknown bbnet error code {code!r}")
+    status, kind = _SOCKET_ERRORS[code]
+    error: dict[str, object] = {
+        "type": kind,
+        "code": code.lower(),
+        "message": redact(_message(code, governing, detail)),
+        "param": None,
+    }
+    if family == providers.OPENAI_REALTIME:
+        body: dict[str, object] = {"type": "error", "event_id": f"event_bbnet_{code.lower()}",
+                                   "error": {**error, "event_id": client_event_id}}  # fmt: skip
+    elif family == providers.OPENAI_RESPONSES:
+        body = {"type": "error", "status": status, "error": error}
+    else:
+        raise ValueError(f"no WebSocket API of family {family!r}")
+    return json.dumps({**body, **_bbnet_fields(code, governing)}).encode()
 
 
 # --- redaction --------------------------------------------------------------------------------

@@ -48,7 +48,19 @@ PER_IMAGE = 1_200
 PER_DOCUMENT_BYTES_PER_TOKEN = 40  # a PDF page is roughly 50-100 kB of base64 and ~1500-2500 tokens
 
 # Fields that hold prose, structure, or media; everything else in a body is parameters.
-_PROSE_KEYS = ("messages", "system", "input", "instructions", "contents", "systemInstruction", "prompt")
+_PROSE_KEYS = (
+    "messages",
+    "system",
+    "input",
+    "instructions",
+    "contents",
+    "systemInstruction",
+    "prompt",
+    "content",
+    "requests",
+    "inputText",
+    "texts",
+)  # the last four: embedding requests
 _JSON_KEYS = ("tools", "tool_choice", "response_format", "text", "toolConfig", "generationConfig")
 _SKIPPED_KEYS = frozenset({"signature", "encrypted_content", "thoughtSignature", "id", "call_id", "type"})
 _JSON_VALUE_KEYS = frozenset({"arguments", "input", "args", "parameters", "input_schema", "schema"})
@@ -98,6 +110,8 @@ def _json_len(value: object) -> int:
 
 def input_tokens(family: str, body: dict[str, Any]) -> int:
     """Estimated input tokens of a request (see the module docstring for the heuristic)."""
+    if family == providers.CODE_ASSIST and isinstance(body.get("request"), dict):
+        body = body["request"]  # the Gemini request inside Code Assist's envelope
     tally = _Tally()
     for key in _PROSE_KEYS:
         if key in body:

@@ -9,6 +9,7 @@ output cap; an OpenAI chat stream gets ``include_usage`` so it can be metered).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bbnet import providers
 from bbnet.model import Outcome, Rates, ReserveRequest, ReserveResult
@@ -25,6 +26,7 @@ class Plan:
     max_output_tokens: int  # the request's cap, else the model's
     stream: bool
     readable: bool  # the body is a JSON object we can edit
+    cappable: bool = True  # DEGRADE can lower the output cap (not embeddings, not the ChatGPT backend)
 
 
 def plan(match: Match, path: str, body: bytes) -> Plan:
@@ -34,7 +36,13 @@ def plan(match: Match, path: str, body: bytes) -> Plan:
     except request.RequestError:
         model = request.model_of(match.family, {}, match.model_from_path)
         return Plan(match.provider, match.family, model, estimate.input_tokens_from_bytes(match.family, body),
-                    request.output_cap(model), request.is_stream(match.family, path, {}), False)  # fmt: skip
+                    request.requested_output(match.family, {}, model, match.provider),
+                    request.is_stream(match.family, path, {}), False, False)  # fmt: skip
+    return plan_doc(match, path, doc)
+
+
+def plan_doc(match: Match, path: str, doc: dict[str, Any]) -> Plan:
+    """:func:`plan` for a body already parsed (a WebSocket ``response.create`` message)."""
     model = request.model_of(match.family, doc, match.model_from_path)
     return Plan(
         provider=match.provider,
@@ -44,6 +52,7 @@ def plan(match: Match, path: str, body: bytes) -> Plan:
         max_output_tokens=request.requested_output(match.family, doc, model, match.provider),
         stream=request.is_stream(match.family, path, doc),
         readable=True,
+        cappable=match.caps_output and request.has_output_cap(match.family),
     )
 
 
@@ -59,6 +68,8 @@ def reserve_request(p: Plan, key: str, bottle: str, agent: str, rates: Rates | N
         max_output_tokens=p.max_output_tokens,
         rates=rates,
         lease_seconds=lease_seconds,
+        # a call whose cap cannot be lowered is admitted whole or not at all (embeddings: input only)
+        min_output_tokens=1 if p.cappable else p.max_output_tokens,
     )
 
 
@@ -72,7 +83,7 @@ class Rewrite:
 def rewrite(p: Plan, body: bytes, result: ReserveResult) -> Rewrite:
     """The body to forward after an ALLOW or DEGRADE."""
     degraded_to = None
-    if result.outcome is Outcome.DEGRADE and p.readable:
+    if result.outcome is Outcome.DEGRADE and p.readable and p.cappable:
         body = request.apply_cap(p.family, body, result.allowed_output_tokens, p.provider)
         degraded_to = result.allowed_output_tokens
     injected = False

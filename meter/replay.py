@@ -89,11 +89,11 @@ def _model_hint(family: str, body: bytes, model_from_path: str | None) -> str | 
 
 
 def meter_flow(index: int, flow: http.HTTPFlow, chunk_size: int = DEFAULT_CHUNK_SIZE) -> MeteredCall | None:
-    """Meter one recorded flow; None when it is not an LLM call (or has no response)."""
+    """Meter one recorded flow; None when it is not a billed LLM call (or has no response)."""
     host = flow.request.pretty_host
     path = flow.request.path
     match = providers.classify(host, path)
-    if match is None or flow.response is None:
+    if match is None or match.free or flow.response is None:
         return None
     body = flow.request.raw_content or b""
     model = _model_hint(match.family, body, match.model_from_path)

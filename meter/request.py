@@ -12,10 +12,33 @@ from typing import Any
 from urllib.parse import unquote
 
 from bbnet import providers
+from meter.decode import DecodeError, decoder_for
 
 
 class RequestError(ValueError):
     """The request body cannot be read or edited; the message says why, in one line."""
+
+
+MAX_DECODED_BODY = 64 * 1024 * 1024  # a request body that inflates past this is refused
+
+
+def decoded_body(raw: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BODY) -> bytes:
+    """A request body with its ``Content-Encoding`` undone (Codex sends zstd), for the estimate and
+    for edits; raises :class:`RequestError` when it does not decode or inflates past ``limit``."""
+    if not content_encoding or not content_encoding.strip():
+        return raw
+    try:
+        decoder = decoder_for(content_encoding)
+        out = bytearray()
+        for piece in decoder.decode(raw):
+            out += piece
+            if len(out) > limit:
+                raise RequestError(f"request body inflates past {limit} bytes ({content_encoding})")
+        if not decoder.finished():
+            raise DecodeError("the data ends mid-stream")
+    except DecodeError as exc:
+        raise RequestError(f"request body does not decode as {content_encoding.strip()}: {exc}") from None
+    return bytes(out)
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -49,7 +72,17 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     providers.GEMINI: ("generationConfig.maxOutputTokens",),
     providers.BEDROCK_CONVERSE: ("inferenceConfig.maxTokens",),
     providers.BEDROCK_INVOKE: ("max_tokens",),  # the Anthropic-on-Bedrock body
+    providers.CODE_ASSIST: ("request.generationConfig.maxOutputTokens",),
+    # embeddings produce no output tokens: nothing to cap
+    providers.OPENAI_EMBEDDINGS: (),
+    providers.GEMINI_EMBED: (),
+    providers.BEDROCK_EMBED: (),
 }
+
+
+def has_output_cap(family: str) -> bool:
+    """Whether requests of ``family`` have an output cap (embeddings have none)."""
+    return bool(_fields(family))
 
 
 def _fields(family: str) -> tuple[str, ...]:
@@ -89,19 +122,28 @@ def max_output_field(
     ``max_completion_tokens`` on OpenAI itself and ``max_tokens`` on OpenAI-compatible hosts.
     """
     fields = _fields(family)
+    if not fields:
+        raise RequestError(f"{family} requests have no output cap")
     for field in fields:
         value = _positive_int(_get(body, field))
         if value is not None:
             return field, value
-    if family == providers.OPENAI_CHAT and provider not in (None, "openai"):
+    if family == providers.OPENAI_CHAT and provider not in _MAX_COMPLETION_PROVIDERS:
         return "max_tokens", None
     return fields[0], None
+
+
+# Hosts that run OpenAI's own models read ``max_completion_tokens`` (reasoning models refuse
+# ``max_tokens``); the other OpenAI-compatible hosts read ``max_tokens``.
+_MAX_COMPLETION_PROVIDERS = (None, "openai", "azure")
 
 
 def apply_cap(family: str, body: bytes, cap: int, provider: str | None = None) -> bytes:
     """DEGRADE: the body with its output cap lowered to ``cap`` (set if absent, never raised)."""
     if cap < 1:
         raise RequestError(f"output cap must be at least 1, got {cap}")
+    if not has_output_cap(family):
+        return body
     doc = parse_body(body)
     present = [f for f in _fields(family) if _positive_int(_get(doc, f)) is not None]
     if not present:
@@ -134,8 +176,10 @@ def ensure_stream_usage(body: bytes) -> tuple[bytes, bool]:
 def is_stream(family: str, path: str, body: dict[str, Any]) -> bool:
     """Whether the request asks for a streamed answer (Gemini and Bedrock say so in the path)."""
     route = path.split("?", 1)[0]
-    if family == providers.GEMINI:
+    if family in (providers.GEMINI, providers.CODE_ASSIST):
         return ":streamGenerateContent" in route
+    if family in providers.EMBEDDING_FAMILIES:
+        return False
     if family == providers.BEDROCK_CONVERSE:
         return route.endswith("/converse-stream")
     if family == providers.BEDROCK_INVOKE:
@@ -145,7 +189,8 @@ def is_stream(family: str, path: str, body: dict[str, Any]) -> bool:
 
 
 def model_of(family: str, body: dict[str, Any], model_from_path: str | None = None) -> str | None:
-    """The model the request names: in the path for Gemini and Bedrock, else the body's ``model``."""
+    """The model the request names: in the path for Gemini, Vertex and Bedrock, else the body's
+    ``model`` (for Azure, where that is a deployment name, the answer's model wins at commit)."""
     if model_from_path:
         return unquote(model_from_path)
     model = body.get("model")
@@ -162,6 +207,9 @@ OUTPUT_CAPS: dict[str, int] = {
     "claude-3-7-sonnet": 64_000,
     "claude-3-5": 8_192,
     "claude-3": 4_096,
+    "gpt-realtime": 4_096,
+    "gpt-4o-realtime": 4_096,
+    "gpt-4o-mini-realtime": 4_096,
     "gpt-5": 128_000,
     "gpt-4.1": 32_768,
     "gpt-4o": 16_384,
@@ -198,6 +246,8 @@ def output_cap(model: str | None) -> int:
 def requested_output(
     family: str, body: dict[str, Any], model: str | None, provider: str | None = None
 ) -> int:
-    """Output tokens to reserve: the request's own cap, else the model's."""
+    """Output tokens to reserve: the request's own cap, else the model's (none for embeddings)."""
+    if not has_output_cap(family):
+        return 0
     _, value = max_output_field(family, body, provider)
     return value if value is not None else output_cap(model)

@@ -1,14 +1,21 @@
 """The provider simulator (``bbnet sim``): an HTTP/1.1 server speaking the providers' wire formats.
 
-Tests, benchmarks and the demo point SDKs (or the meter's upstream) at it. It answers Anthropic
-Messages, OpenAI Chat Completions and Responses, Gemini and Bedrock Runtime, in JSON and
-streamed, with usage computed from the request (:mod:`meter.sim_plan` has the rule), or replays
+Tests, benchmarks and the demo point SDKs (or the meter's upstream) at it. It answers every path
+the provider catalogue lists — Anthropic Messages (also on Vertex), OpenAI Chat Completions,
+Responses (and compaction) and embeddings (also on Azure), Gemini (also on Vertex and in Code
+Assist's envelope) and its embeddings, Bedrock Runtime (Converse, InvokeModel, embeddings), and
+the free endpoints (token counts, model listings) — in JSON and streamed, with usage computed
+from the request (:mod:`meter.sim_plan` has the rule), or replays
 a HAR file's recorded responses (:mod:`meter.sim_replay`).
 
-Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
-streamed, by family, by path, by status, and the tokens generated), ``POST /_sim/reset``.
+WebSocket: the Responses API's WebSocket mode and the Realtime API (:mod:`meter.sim_ws`); each
+``response.create`` counts in the statistics like a request.
 
-One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
+Control endpoints: ``GET /_sim/health``, ``GET /_sim/stats`` (counts of provider requests: total,
+streamed, by family, by path, by status, by "method path status", and the tokens generated), ``POST /_sim/reset``.
+
+A request body in a ``Content-Encoding`` (gzip, deflate, br, zstd) is decoded first, as the
+providers do; one that does not decode is answered 400. One thread per connection (keep-alive); streams use chunked transfer encoding, one HTTP chunk
 per event, flushed at once, with the chunk delay between events. Nothing is logged but method,
 path (never the query: Gemini puts API keys there) and status.
 """
@@ -24,15 +31,18 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from meter import sim_ws
+from meter.request import RequestError, decoded_body
 from meter.sim_plan import DEFAULT_OUTPUT_TOKENS
 from meter.sim_replay import ReplayBook, load_har
 from meter.sim_route import Answer, SimConfig, answer
-from meter.sim_wire import Reply, json_reply
+from meter.sim_wire import Reply, error_reply, guess_family, json_reply
 
 log = logging.getLogger("bbnet.sim")
 MAX_REQUEST_BODY = 32 * 1024 * 1024
@@ -54,9 +64,11 @@ class SimStats:
             self._by_family: Counter[str] = Counter()
             self._by_path: Counter[str] = Counter()
             self._by_status: Counter[str] = Counter()
+            self._requests: Counter[str] = Counter()
 
-    def record(self, path: str, result: Answer) -> None:
+    def record(self, method: str, path: str, result: Answer) -> None:
         with self._lock:
+            self._requests[f"{method} {path} {result.reply.status}"] += 1
             self._total += 1
             self._streamed += result.reply.chunks is not None
             self._by_family[result.family or "unknown"] += 1
@@ -74,6 +86,7 @@ class SimStats:
                 "by_family": dict(self._by_family),
                 "by_path": dict(self._by_path),
                 "by_status": dict(self._by_status),
+                "requests": dict(self._requests),  # "METHOD path status": what each client asked
                 "input_tokens": self._input_tokens,
                 "output_tokens": self._output_tokens,
             }
@@ -128,7 +141,25 @@ class SimHandler(BaseHTTPRequestHandler):
         """Silenced: the stdlib line holds the full request line, query (and keys) included."""
 
     def do_GET(self) -> None:
+        path = urlsplit(self.path)
+        family = sim_ws.socket_family(path.path)
+        if self.headers.get("upgrade", "").lower() == "websocket" and family is not None:
+            self._websocket(family, path.path, parse_qs(path.query))
+            return
         self._handle()
+
+    def _websocket(self, family: str, path: str, query: dict[str, list[str]]) -> None:
+        """Hand the connection to :mod:`meter.sim_ws` until the socket closes."""
+        self.close_connection = True
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        handshake = f"{self.requestline}\r\n{head}\r\n".encode("latin-1")
+        model = (query.get("model") or query.get("deployment") or [""])[0] or None
+        # each response.create counts as one request, under the method "WS"
+        session = sim_ws.Session(
+            family, path, model, self.server.config, partial(self.server.stats.record, "WS")
+        )
+        log.info("GET %s -> 101 (websocket)", path)
+        sim_ws.serve(_Stream(self), handshake, session)
 
     def do_POST(self) -> None:
         self._handle()
@@ -169,6 +200,12 @@ class SimHandler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             self._send(self._control(path), chunk_delay=0.0)
             return
+        try:  # as the providers do: a body in a Content-Encoding (Codex sends zstd) is decoded
+            body = decoded_body(body, self.headers.get("content-encoding"), MAX_REQUEST_BODY)
+        except RequestError as exc:
+            family = guess_family(path, "anthropic-version" in self.headers)
+            self._send(error_reply(family, 400, str(exc), secrets.token_hex(24)), chunk_delay=0.0)
+            return
         config = self.server.config
         result = answer(
             config,
@@ -180,7 +217,7 @@ class SimHandler(BaseHTTPRequestHandler):
             seed=secrets.token_hex(24),
             now=int(time.time()),
         )
-        self.server.stats.record(path, result)
+        self.server.stats.record(self.command, path, result)
         time.sleep(config.latency_ms / 1000)
         self._send(result.reply, chunk_delay=config.chunk_delay_ms / 1000)
         log.info("%s %s -> %d", self.command, path, result.reply.status)
@@ -217,6 +254,19 @@ class SimHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-answer
+
+
+class _Stream:
+    """The handler's connection as :func:`meter.sim_ws.serve` reads and writes it."""
+
+    def __init__(self, handler: SimHandler) -> None:
+        self.handler = handler
+
+    def read(self) -> bytes:
+        return self.handler.rfile.read1(65536)
+
+    def write(self, data: bytes) -> None:
+        self.handler.wfile.write(data)
 
 
 def make_server(

@@ -25,7 +25,7 @@ def sim(
         int, typer.Option(help="Output tokens per answer when the request's max-tokens allows more.", min=0)
     ] = DEFAULT_OUTPUT_TOKENS,
 ) -> None:
-    """Serve simulated LLM provider APIs (Anthropic, OpenAI, Gemini, Bedrock) for tests and demos."""
+    """Serve simulated LLM provider APIs (Anthropic, OpenAI with its WebSocket APIs, Gemini, Bedrock) for tests and demos."""
     from meter.sim import make_server, serve_sim  # the server's modules load only when it runs
     from meter.sim_replay import ReplayError
 

@@ -3,7 +3,8 @@
 A stream is either SSE (``?alt=sse``: ``data: {...}`` events ended by CRLF CRLF) or, without
 ``alt=sse``, one JSON array whose elements arrive one by one. Every chunk carries
 ``usageMetadata`` with the output counted so far; the last chunk has the totals and the
-``finishReason``.
+``finishReason``. Code Assist (``envelope``) sends the same answer and chunks, each wrapped as
+``{"response": ..., "traceId": ...}``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ def stream_chunks(plan: Plan, seed: str) -> list[dict[str, Any]]:
     ]
 
 
-def reply(plan: Plan, seed: str, *, alt_sse: bool) -> Reply:
+def reply(plan: Plan, seed: str, *, alt_sse: bool, envelope: bool = False) -> Reply:
+    def wrap(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"response": doc, "traceId": seed[:16]} if envelope else doc
+
     if not plan.stream:
-        return json_reply(response(plan, seed))
-    chunks = stream_chunks(plan, seed)
+        return json_reply(wrap(response(plan, seed)))
+    chunks = [wrap(chunk) for chunk in stream_chunks(plan, seed)]
     if alt_sse:
         return Reply(
             200,

@@ -188,7 +188,22 @@ def response_events(plan: Plan, seed: str, now: int) -> list[dict[str, Any]]:
     return [{**event, "sequence_number": n} for n, event in enumerate(events)]
 
 
-def responses_reply(plan: Plan, seed: str, now: int) -> Reply:
+def compaction(plan: Plan, seed: str, now: int) -> dict[str, Any]:
+    """``POST /responses/compact``: the conversation as one opaque compaction item; usage like a
+    response's (the output is the compaction the model wrote)."""
+    item = {"id": "cmp_" + seed[:40], "type": "compaction", "encrypted_content": base62("cmp" + seed, 40)}
+    return {
+        "id": "cmp_" + seed[:48],
+        "object": "response.compaction",
+        "created_at": now,
+        "output": [item],
+        "usage": responses_usage(plan),
+    }
+
+
+def responses_reply(plan: Plan, seed: str, now: int, *, compact: bool = False) -> Reply:
+    if compact:
+        return json_reply(compaction(plan, seed, now), _headers(seed))
     if not plan.stream:
         return json_reply(response(plan, seed, now, done=True), _headers(seed))
     return _stream(tuple(sse(event, event["type"]) for event in response_events(plan, seed, now)), seed)

@@ -4,9 +4,11 @@ The usage rule is fixed and documented so a test can predict it exactly:
 
 * input tokens = ``INPUT_OVERHEAD_TOKENS`` + Σ ceil(len(s) / 4) over every string in the JSON
   request body held under a key named in ``TEXT_KEYS`` (text, content, input, instructions,
-  system, prompt), at any depth; a list under such a key counts each string in it;
+  system, prompt, and Bedrock embeddings' inputText and texts), at any depth; a list under such
+  a key counts each string in it;
 * output tokens = min(the request's max-tokens field, the simulator's output default); the answer
   is exactly that many words (one word = one token), so a stream carries one word per delta.
+  Embeddings have no output tokens.
 
 When the request's cap is what limited the answer (cap ≤ default) the answer says so the way the
 provider does (``max_tokens``, ``length``, ``incomplete``, ``MAX_TOKENS``).
@@ -23,13 +25,18 @@ from typing import Any
 from bbnet.providers import (
     ANTHROPIC_MESSAGES,
     BEDROCK_CONVERSE,
+    BEDROCK_EMBED,
     BEDROCK_INVOKE,
+    CODE_ASSIST,
+    EMBEDDING_FAMILIES,
     GEMINI,
+    GEMINI_EMBED,
     OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
     OPENAI_RESPONSES,
 )
 
-TEXT_KEYS = frozenset({"text", "content", "input", "instructions", "system", "prompt"})
+TEXT_KEYS = frozenset({"text", "content", "input", "instructions", "system", "prompt", "inputText", "texts"})
 INPUT_OVERHEAD_TOKENS = 8
 DEFAULT_OUTPUT_TOKENS = 16
 CHARS_PER_TOKEN = 4
@@ -110,6 +117,10 @@ _MAX_TOKENS_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     OPENAI_RESPONSES: (("max_output_tokens",),),
     GEMINI: (("generationConfig", "maxOutputTokens"),),
     BEDROCK_CONVERSE: (("inferenceConfig", "maxTokens"),),
+    CODE_ASSIST: (("request", "generationConfig", "maxOutputTokens"),),
+    OPENAI_EMBEDDINGS: (),
+    GEMINI_EMBED: (),
+    BEDROCK_EMBED: (),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     ANTHROPIC_MESSAGES: ("model", "max_tokens", "messages"),
@@ -118,6 +129,10 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     OPENAI_RESPONSES: ("model",),
     GEMINI: ("contents",),
     BEDROCK_CONVERSE: ("messages",),
+    CODE_ASSIST: ("model", "request"),
+    OPENAI_EMBEDDINGS: ("model", "input"),
+    GEMINI_EMBED: (),  # embedContent wants content, batchEmbedContents requests: sim_embed checks
+    BEDROCK_EMBED: (),  # Titan wants inputText, Cohere texts: sim_embed checks
 }
 
 
@@ -144,7 +159,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def is_streaming_path(family: str, path: str) -> bool:
-    if family == GEMINI:
+    if family in (GEMINI, CODE_ASSIST):
         return ":streamGenerateContent" in path
     if family in (BEDROCK_CONVERSE, BEDROCK_INVOKE):
         return path.endswith(("/converse-stream", "/invoke-with-response-stream"))
@@ -154,8 +169,11 @@ def is_streaming_path(family: str, path: str) -> bool:
 def plan_request(
     family: str, path: str, body: dict[str, Any], path_model: str | None, output_default: int
 ) -> Plan:
-    """Decide the answer to one request of ``family`` (path without query, body parsed)."""
+    """Decide the answer to one request of ``family`` (path without query, body parsed). A model in
+    the path (Gemini, Vertex, Bedrock, an Azure deployment's) stands for the body's ``model``."""
     for name in _REQUIRED[family]:
+        if name == "model" and path_model is not None:
+            continue
         if body.get(name) is None:
             raise SimRequestError(f"{name}: field required")
     model = path_model if path_model is not None else body.get("model")
@@ -163,6 +181,8 @@ def plan_request(
         raise SimRequestError("model: must be a non-empty string")
     cap = max_tokens(family, body)
     output = output_default if cap is None else min(cap, output_default)
+    if family in EMBEDDING_FAMILIES:
+        output = 0
     stream = is_streaming_path(family, path) or body.get("stream") is True
     include_usage = family == OPENAI_CHAT and _field(body, "stream_options", "include_usage") is True
     return Plan(
@@ -171,7 +191,7 @@ def plan_request(
         stream=stream,
         input_tokens=input_tokens(body),
         output_tokens=output,
-        truncated=cap is not None and cap <= output_default,
+        truncated=cap is not None and cap <= output_default and family not in EMBEDDING_FAMILIES,
         cap=cap,
         include_usage=include_usage,
     )

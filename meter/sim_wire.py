@@ -15,9 +15,14 @@ from typing import Any
 from bbnet.providers import (
     ANTHROPIC_MESSAGES,
     BEDROCK_CONVERSE,
+    BEDROCK_EMBED,
     BEDROCK_INVOKE,
+    CODE_ASSIST,
+    FREE,
     GEMINI,
+    GEMINI_EMBED,
     OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
     OPENAI_RESPONSES,
 )
 
@@ -76,10 +81,12 @@ def padding(index: int) -> str:
 
 def guess_family(path: str, anthropic_client: bool) -> str:
     """The dialect to answer an unroutable request in: by path, else by the client's headers."""
-    if path.startswith(("/v1beta/", "/v1alpha/")):
+    if path.startswith(("/v1beta/", "/v1alpha/", "/v1internal:")) or "/publishers/google/" in path:
         return GEMINI
     if path.startswith("/model/"):
         return BEDROCK_CONVERSE
+    if "/publishers/anthropic/" in path:
+        return ANTHROPIC_MESSAGES
     return ANTHROPIC_MESSAGES if anthropic_client else OPENAI_CHAT
 
 
@@ -94,21 +101,23 @@ _BEDROCK_ERROR_TYPES = {
 
 def error_reply(family: str, status: int, message: str, seed: str) -> Reply:
     """An error in the provider's own shape (status 400, 404 or 500)."""
+    if family == FREE:
+        raise ValueError("free endpoints answer errors in the dialect of their path (guess_family)")
     if family == ANTHROPIC_MESSAGES:
         error_type = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         request_id = anthropic_request_id(seed)
         body = {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
         return json_reply(body, (("request-id", request_id),), status)
-    if family in (OPENAI_CHAT, OPENAI_RESPONSES):
+    if family in (OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_EMBEDDINGS):
         error_type = "invalid_request_error" if status < 500 else "server_error"
         body = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
         return json_reply(body, (("x-request-id", openai_request_id(seed)),), status)
-    if family == GEMINI:
+    if family in (GEMINI, GEMINI_EMBED, CODE_ASSIST):
         body = {
             "error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "INTERNAL")}
         }
         return json_reply(body, (), status)
-    if family in (BEDROCK_CONVERSE, BEDROCK_INVOKE):
+    if family in (BEDROCK_CONVERSE, BEDROCK_INVOKE, BEDROCK_EMBED):
         error_type = _BEDROCK_ERROR_TYPES.get(status, "InternalServerException")
         headers = (("x-amzn-RequestId", aws_request_id(seed)), ("x-amzn-ErrorType", error_type))
         return json_reply({"message": message}, headers, status)

@@ -41,6 +41,7 @@ from meter.jsonarray import JsonArraySplitter
 from meter.sse import DEFAULT_MAX_EVENT_BYTES, Skipped, SseEvent, SseParser
 from meter.usage import Usage
 
+_GEMINI_STREAMS = (providers.GEMINI, providers.CODE_ASSIST)  # a JSON array unless ?alt=sse
 _USAGE_NULL = (
     re.compile(r',\s*"usage"\s*:\s*null(?=\s*[,}])'),
     re.compile(r'(?<=\{)\s*"usage"\s*:\s*null\s*,'),
@@ -90,7 +91,7 @@ class StreamTap:
         self._frames: EventStreamDecoder | None = None
         if family in (providers.BEDROCK_CONVERSE, providers.BEDROCK_INVOKE):
             self._frames = EventStreamDecoder()
-        elif family == providers.GEMINI and "event-stream" not in (content_type or "").lower():
+        elif family in _GEMINI_STREAMS and "event-stream" not in (content_type or "").lower():
             self._array = JsonArraySplitter(max_event_bytes)
         else:
             self._sse = SseParser(max_event_bytes)
@@ -272,12 +273,15 @@ STREAM_CONTENT_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream
 
 def is_streamed_response(family: str, path: str, content_type: str | None) -> bool:
     """Whether a response is a stream the tap must read (decided from its headers, at
-    ``responseheaders`` time): SSE or AWS event-stream, or Gemini's streamed JSON array."""
+    ``responseheaders`` time): SSE or AWS event-stream, or Gemini's streamed JSON array.
+    Embeddings are never streamed."""
+    if family in providers.EMBEDDING_FAMILIES:
+        return False
     kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind in STREAM_CONTENT_TYPES:
         return True
     return (
-        family == providers.GEMINI
+        family in _GEMINI_STREAMS
         and ":streamGenerateContent" in path.split("?", 1)[0]
         and kind.endswith("json")
     )

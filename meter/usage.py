@@ -91,6 +91,17 @@ def openai_responses(usage: Mapping[str, Any], model: str | None) -> Usage:
     )
 
 
+def openai_realtime(usage: Mapping[str, Any], model: str | None) -> Usage:
+    """Realtime ``response.done`` usage: totals include text and audio (and image) tokens; the
+    cached part of the input is ``input_token_details.cached_tokens``."""
+    return Usage(
+        input_tokens=count(usage.get("input_tokens")),
+        cache_read_tokens=count(_dict(usage.get("input_token_details")).get("cached_tokens")),
+        output_tokens=count(usage.get("output_tokens")),
+        model=model,
+    )
+
+
 def gemini(meta: Mapping[str, Any], model: str | None) -> Usage:
     """Gemini ``usageMetadata``.
 
@@ -167,6 +178,32 @@ def bedrock_headers(headers: Mapping[str, str], model: str | None) -> Usage | No
     )
 
 
+def openai_embeddings(usage: Mapping[str, Any], model: str | None) -> Usage:
+    """Embeddings ``usage``: ``prompt_tokens`` (``total_tokens`` is the same number); no output."""
+    return Usage(input_tokens=count(usage.get("prompt_tokens") or usage.get("total_tokens")), model=model)
+
+
+def bedrock_embed(body: Mapping[str, Any], headers: Mapping[str, str], model: str | None) -> Usage | None:
+    """An embedding model's InvokeModel answer: the input-count header (any model; Cohere's only
+    count), else Titan's ``inputTextTokenCount``; None when neither is there."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    from_header = _header_count(lowered, BEDROCK_COUNT_HEADERS["input"])
+    if from_header is not None:
+        return Usage(input_tokens=from_header, model=model)
+    if "inputTextTokenCount" in body:
+        return Usage(input_tokens=count(body.get("inputTextTokenCount")), model=model)
+    return None
+
+
+def _gemini_embed(doc: Mapping[str, Any], model: str | None) -> Usage | None:
+    """embedContent / batchEmbedContents: ``usageMetadata`` where the API sends one (Vertex, newer
+    Gemini API versions); most Gemini API answers carry none, and then the estimate is committed."""
+    meta = doc.get("usageMetadata")
+    if not isinstance(meta, dict):
+        return None
+    return Usage(input_tokens=count(meta.get("promptTokenCount") or meta.get("totalTokenCount")), model=model)
+
+
 def from_json(
     family: str,
     body: object,
@@ -192,6 +229,20 @@ def from_json(
         return openai_responses(usage, _str(doc.get("model")) or model_hint)
     if family == providers.GEMINI:
         return _gemini_doc(body, model_hint)
+    if family == providers.CODE_ASSIST:  # {"response": <a Gemini answer>}, or a JSON array of them
+        items = body if isinstance(body, list) else [body]
+        return _gemini_doc([_dict(item).get("response") for item in items], model_hint)
+    if family == providers.OPENAI_EMBEDDINGS:
+        usage = doc.get("usage")
+        return (
+            openai_embeddings(usage, _str(doc.get("model")) or model_hint)
+            if isinstance(usage, dict)
+            else None
+        )
+    if family == providers.GEMINI_EMBED:
+        return _gemini_embed(doc, model_hint)
+    if family == providers.BEDROCK_EMBED:
+        return bedrock_embed(doc, headers or {}, model_hint)
     if family == providers.BEDROCK_CONVERSE:
         usage = doc.get("usage")
         return bedrock_converse(usage, model_hint) if isinstance(usage, dict) else None

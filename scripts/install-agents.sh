@@ -15,4 +15,7 @@ mkdir -p "$dest"
 cp "$src/package.json" "$src/package-lock.json" "$dest/"
 # install scripts stay off: the CLIs' native builds come as registry packages, nothing is fetched
 (cd "$dest" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+# Claude Code's bin is a placeholder until its postinstall links the native binary from its
+# platform package (already installed as a registry package): run just that one, offline
+node "$dest/node_modules/@anthropic-ai/claude-code/install.cjs"
 cp "$src/package-lock.json" "$stamp"

@@ -89,6 +89,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
             ledger.set_budget(budget)
         for i, call in enumerate(calls):
             ledger.commit(f"call-{i}", call)
+        lost = (("alpha", "claude-sonnet-4-5", 700), ("beta", "claude-haiku-4-5", 1200))
+        for i, (name, model, inp) in enumerate(lost):  # their meter died: billed by the sweep
+            ledger.reserve(ReserveRequest(f"lost-{i}", name, "coder", "anthropic", model, inp, 4000,
+                                          rates("anthropic", model), lease_seconds=0.0))  # fmt: skip
+        assert len(ledger.sweep_expired()) == len(lost)
+        for row in ledger.usage(since_id=len(calls)):
+            record = UsageRecord(row["bottle"], "coder", "anthropic", row["model"], input_tokens=row["input_tokens"],
+                                 estimated=True, lost=True, ts=row["ts"])  # fmt: skip
+            calls.append(record)
+        assert [(c.bottle, c.model, c.input_tokens) for c in calls[-len(lost) :]] == list(lost)
         held = ledger.reserve(
             ReserveRequest(
                 "in-flight", "beta", "planner", "openai", "gpt-4o", 1000, 500, rates("openai", "gpt-4o")

@@ -62,6 +62,7 @@ def usage_rows(
             "reasoning_tokens": total(members, lambda c: c.reasoning_tokens),
             "tokens": total(members, lambda c: c.input_tokens + c.output_tokens),
             "estimated_calls": sum(1 for c in members if c.estimated),
+            "lost_calls": sum(1 for c in members if c.lost),
         }
         for key, members in group(calls, by).items()
     }
@@ -79,5 +80,6 @@ def cost_rows(
             "tokens": sum(c.input_tokens + c.output_tokens for c in members),
             "cost_usd": sum(priced) if priced else None,
             "unpriced_calls": len(prices) - len(priced),
+            "lost_calls": sum(1 for c in members if c.lost),
         }
     return rows

@@ -75,6 +75,7 @@ def test_csv_round_trips_through_python_and_duckdb(built: Built, tmp_path: Path)
             "calls": int(row["calls"]),
             "tokens": int(row["tokens"]),
             "unpriced_calls": int(row["unpriced_calls"]),
+            "lost_calls": int(row["lost_calls"]),
             "cost_usd": float(row["cost_usd"]) if row["cost_usd"] else None,
         }
         for row in parsed

@@ -12,7 +12,7 @@ from analytics.queries import BY_KEYS, Filters
 from analytics.reader import open_ledger
 from analytics.table import Cell, Table
 from bbnet.ledger import Ledger
-from bbnet.model import MICROS_PER_USD, UsageRecord
+from bbnet.model import MICROS_PER_USD, Bottle, UsageRecord
 from bbnet.pools import path_scopes, period_start
 from tests.analytics.conftest import BOTTLES, Built
 from tests.analytics.expected import cost_rows, price, usage_rows
@@ -62,7 +62,8 @@ def test_unpriced_models_are_listed_and_never_cost_zero(built: Built) -> None:
     assert unpriced, "the fixture must hold calls to an unpriced model"
     with open_ledger(built.path) as reader:
         report = reports.cost(reader, ("model",), Filters())
-    (listing,) = report.extra
+    listing, list_priced = report.extra
+    assert list_priced.records() == []  # no subscription traffic in the fixture
     assert listing.records() == [
         {
             "provider": "anthropic",
@@ -178,3 +179,24 @@ def test_empty_ledger_gives_empty_reports(empty_ledger: Path) -> None:
     assert usage.main.rows == () and usage.series is not None and usage.series.points == ()
     assert cost.main.rows == () and cost.extra[0].rows == ()
     assert budgets.main.rows == () and actions.main.rows == ()
+
+
+def test_subscription_traffic_is_listed_as_a_list_price_equivalent(empty_ledger: Path) -> None:
+    with Ledger.open(empty_ledger) as ledger:
+        ledger.add_bottle(Bottle("sub"))
+        calls = [
+            UsageRecord("sub", "codex", "chatgpt", "gpt-5-codex", input_tokens=1000, output_tokens=100),
+            UsageRecord("sub", "codex", "chatgpt", "gpt-5-codex", input_tokens=2000, output_tokens=50),
+            UsageRecord("sub", "gemini", "code-assist", "gemini-2.5-pro", input_tokens=500, output_tokens=10),
+            UsageRecord("sub", "api", "openai", "gpt-5", input_tokens=1000, output_tokens=100),
+        ]
+        costs = [ledger.commit(f"c{i}", call).cost_usd for i, call in enumerate(calls)]
+    with open_ledger(empty_ledger) as reader:
+        report = reports.cost(reader, ("provider",), Filters())
+    _, list_priced = report.extra
+    assert list_priced.name == "list_price_equivalents"
+    got = {r["provider"]: r for r in list_priced.records()}
+    assert got.keys() == {"chatgpt", "code-assist"}  # openai's own API is invoiced: not listed
+    assert got["chatgpt"]["calls"] == 2
+    assert got["chatgpt"]["cost_usd"] == pytest.approx(costs[0] + costs[1])  # type: ignore[operator]
+    assert got["code-assist"]["cost_usd"] == pytest.approx(costs[2]) and costs[2]

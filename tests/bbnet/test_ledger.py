@@ -108,21 +108,63 @@ def test_budget_set_mid_period_counts_usage_so_far(ledger: Ledger) -> None:
     assert ledger.pools()[0].used == 100
 
 
-def test_sweep_expired_leases(ledger: Ledger) -> None:
+def test_expired_lease_is_billed_as_a_lost_call(ledger: Ledger) -> None:
     ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 1000))
-    ledger.reserve(_req("short", lease_seconds=0.0))
+    ledger.set_budget(Budget(Scope.global_(), "*", "usd", 10_000_000))
+    ledger.reserve(_req("short", inp=120, out=300, lease_seconds=0.0, rates=rates("anthropic", MODEL, 120)))
     ledger.reserve(_req("long", lease_seconds=3600))
-    assert ledger.sweep_expired() == 1
+    [(bottle, lost)] = ledger.sweep_expired()
+    assert bottle == "a" and lost.recorded and lost.cost_usd is not None and lost.cost_usd > 0
     assert [r["key"] for r in ledger.reservations()] == ["long"]
-    assert ledger.pools()[0].reserved == 200
+    [row] = ledger.usage()
+    assert (row["key"], row["input_tokens"], row["output_tokens"]) == ("short", 120, 0)
+    assert row["estimated"] == 1 and row["lost"] == 1 and row["status"] is None
+    pools = {p.unit: p for p in ledger.pools()}
+    assert (pools["tokens"].used, pools["tokens"].reserved) == (120, 200)  # the long hold stands
+    assert (pools["usd"].used, pools["usd"].reserved) == (row["cost_micros"], 0)
+    assert ledger.sweep_expired() == []  # nothing left to sweep: the lost row is not billed twice
 
 
-def test_commit_after_sweep_still_records_one_row(ledger: Ledger) -> None:
+def test_renewed_lease_is_not_swept(ledger: Ledger) -> None:
+    ledger.reserve(_req("live", lease_seconds=0.0))
+    assert ledger.renew({"live": 0, "gone": 0}, 3600) == 1  # a key with no reservation is skipped
+    assert ledger.sweep_expired() == [] and [r["key"] for r in ledger.reservations()] == ["live"]
+    assert ledger.commit("live", _usage(inp=90, out=40)).recorded
+    assert [(r["input_tokens"], r["output_tokens"], r["lost"]) for r in ledger.usage()] == [(90, 40, 0)]
+
+
+def test_commit_after_sweep_changes_nothing(ledger: Ledger) -> None:
     ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 1000))
     ledger.reserve(_req("k", lease_seconds=0.0))
     ledger.sweep_expired()
-    assert ledger.commit("k", _usage()).recorded
-    assert ledger.pools()[0].used == 150 and ledger.pools()[0].reserved == 0
+    assert not ledger.commit("k", _usage()).recorded  # one usage row per call, ever
+    assert [(r["input_tokens"], r["lost"]) for r in ledger.usage()] == [(100, 1)]
+    assert (ledger.pools()[0].used, ledger.pools()[0].reserved) == (100, 0)
+
+
+def test_lost_call_bills_the_output_its_stream_had_shown(ledger: Ledger) -> None:
+    ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 1000))
+    ledger.reserve(_req("k", inp=100, out=300))
+    ledger.renew({"k": 40}, 3600)
+    ledger.renew({"k": 25}, 0.0)  # a stale figure never lowers what was seen
+    assert len(ledger.sweep_expired()) == 1
+    assert [(r["input_tokens"], r["output_tokens"], r["lost"]) for r in ledger.usage()] == [(100, 40, 1)]
+    assert (ledger.pools()[0].used, ledger.pools()[0].reserved) == (140, 0)
+
+
+def test_lost_call_that_spends_the_pool_reports_it_exhausted(ledger: Ledger) -> None:
+    ledger.set_budget(Budget(Scope.of_bottle("a"), "*", "tokens", 150))
+    ledger.reserve(_req("k", inp=100, out=50, lease_seconds=0.0))
+    ledger.commit("before", _usage(inp=60, out=0))
+    [(_, lost)] = ledger.sweep_expired()
+    assert [p.scope for p in lost.exhausted] == ["bottle:a"]
+
+
+def test_pre_v4_reservation_bills_its_whole_hold(ledger: Ledger) -> None:
+    ledger.reserve(_req("old", inp=100, out=100, lease_seconds=0.0))
+    ledger._conn.execute("UPDATE reservations SET input_tokens = NULL")  # as a v3 ledger left it
+    ledger.sweep_expired()
+    assert [(r["input_tokens"], r["estimated"], r["lost"]) for r in ledger.usage()] == [(200, 1, 1)]
 
 
 def test_nested_bottles_and_agent_pools(ledger: Ledger) -> None:

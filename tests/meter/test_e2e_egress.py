@@ -199,16 +199,14 @@ def test_escape_and_free_calls_reach_the_provider(meter: MeterProxy, sim: SimHan
     assert (status, body["bbnet_code"]) == (403, "UNMETERED")
 
 
-def test_websocket_upgrade_passes_only_where_it_is_metered(meter: MeterProxy, sim: SimHandle) -> None:
+def test_websocket_upgrade_passes_only_where_it_is_metered(meter: MeterProxy) -> None:
     upgrade = {"upgrade": "websocket", "connection": "Upgrade", "sec-websocket-version": "13",
                "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
     status, body = _get(meter, DEFAULT_ADDRESS, "https://api.openai.com/v1/chat/completions", headers=upgrade)
     assert (status, body["bbnet_code"]) == (403, "UNMETERED")
     assert body["error"]["type"] == "permission_denied"
-    before = sim.stats()["by_path"].get("/v1/responses", 0)
     status, _ = _get(meter, DEFAULT_ADDRESS, "https://api.openai.com/v1/responses", headers=upgrade)
-    assert status != 403
-    assert sim.stats()["by_path"].get("/v1/responses", 0) == before + 1
+    assert status == 101  # the simulator's WebSocket took the upgrade: it was forwarded
 
 
 def _tunnel(meter: MeterProxy, source: str, target: str) -> bytes:

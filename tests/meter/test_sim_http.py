@@ -277,6 +277,11 @@ def test_stats_count_and_reset(client: Client) -> None:
     assert stats["by_family"] == {"openai-chat": 2, "bedrock-converse": 1, "unknown": 1}
     assert stats["by_path"]["/v1/chat/completions"] == 2
     assert stats["by_status"] == {"200": 3, "404": 1}
+    assert stats["requests"] == {
+        "POST /v1/chat/completions 200": 2,
+        f"POST /model/{BEDROCK_MODEL}/converse-stream 200": 1,
+        "POST /v1/unknown 404": 1,
+    }
     assert stats["input_tokens"] == EXPECTED_INPUT + INPUT_OVERHEAD_TOKENS + EXPECTED_INPUT
     assert stats["output_tokens"] == OUTPUT_DEFAULT + OUTPUT_DEFAULT + 3
     client.post("/_sim/reset", b"").read()
