@@ -111,8 +111,6 @@ BUILTIN: tuple[Provider, ...] = (
             _r(r"/v1/messages", ANTHROPIC_MESSAGES),
             _r(r"/v1/messages/count_tokens", FREE),
             _r(r"/v1/models(?:/[^/]+)?", FREE),
-            # Claude Code's managed settings and limits, fetched at start (no switch turns them off)
-            _r(r"/api/claude_code/(?:settings|policy_limits)", FREE),
         ),
         "anthropic",
     ),

@@ -282,11 +282,15 @@ def test_unknown_source_upgrade_refused(meter: MeterProxy, sim: SimHandle) -> No
     assert refused.value.response.status_code == 403
 
 
-def test_unmetered_socket_on_an_llm_host_is_logged(meter: MeterProxy, ledger: Ledger) -> None:
+def test_unmetered_socket_on_an_llm_host_is_refused(meter: MeterProxy, ledger: Ledger) -> None:
+    """A WebSocket the meter does not read, on an LLM host: the egress policy refuses the upgrade
+    (403 UNMETERED, never forwarded) unless a rule says ``unmetered: allow`` (test_e2e_egress)."""
     bottle = new_bottle(ledger)
-    with pytest.raises(InvalidStatus):  # the simulator serves no such socket
+    with pytest.raises(InvalidStatus) as refused:
         raw_socket(meter, bottle, "wss://api.anthropic.com/v1/some-socket?key=not-logged")
-    line = "unmetered WebSocket to api.anthropic.com/v1/some-socket"
+    assert refused.value.response.status_code == 403
+    assert b"UNMETERED" in refused.value.response.body
+    line = f"refused bottle={bottle.name} host=api.anthropic.com code=UNMETERED GET /v1/some-socket"
     assert wait_for(lambda: line in meter.stderr())
     assert "not-logged" not in meter.stderr()
 
