@@ -22,7 +22,7 @@ from bbnet.providers import FREE
 from meter.sim import SimHandle
 from meter.sim_route import route
 from tests.agents.clis import CLAUDE, GEMINI, Cli
-from tests.agents.test_real_agents import no_reservations, run_ok, sim_requests, usage
+from tests.agents.runner import no_reservations, run_ok, sim_requests, usage
 from tests.service.harness import Service, create_bottle, eventually
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
