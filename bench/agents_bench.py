@@ -15,7 +15,7 @@ default egress policy (LLM providers only). Every request it made ends in one of
 
 The simulator sees every forwarded request, so forwarded = its count; the shares are of all five.
 
-Usage (root): python bench/agents_bench.py [--runs N]
+Usage (root, from the repository; it runs the tests' agent harness): PYTHONPATH=. python bench/agents_bench.py [--runs N]
 """
 
 from __future__ import annotations
