@@ -21,9 +21,11 @@ from typing import Any
 import httpcore2
 import httpx2
 
+from bbnet.model import Bottle
 from tests.conftest import BBNET
 
 STARTUP_SECONDS = 30.0
+SLOW_CHUNK_DELAY_MS = 150  # the slow simulator: one event every 150 ms
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -161,3 +163,8 @@ def wait_for(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 
         time.sleep(interval)
         value = probe()
     return value
+
+
+def source(bottle: Bottle) -> str:
+    """The bottle's (first) address: where its test clients bind."""
+    return bottle.addresses[0].split("/", 1)[0]

@@ -22,7 +22,7 @@ from bbnet.egress_ops import policy_json
 from bbnet.ledger import Ledger
 from bbnet.model import Bottle
 from bbnet.settings import parse_policy
-from meter.sim import SimHandle, start_sim
+from meter.sim import SimHandle
 from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, wait_for
 
 DEFAULT_BOTTLE, OWN_BOTTLE = "egress-default", "egress-own"
@@ -89,12 +89,6 @@ def echo_port() -> Iterator[int]:
     yield int(server.server_address[1])
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with start_sim() as handle:
-        yield handle
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from bbnet.names import Scope
 from bbnet.providers import classify
 from meter import gate
 from meter.addon import DEGRADED_HEADER
-from meter.sim import SimHandle, start_sim
+from meter.sim import SimHandle
 from meter.sim_route import AZURE_DEPLOYED_MODEL
-from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, wait_for
+from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, source, wait_for
 
 KEY = "sk-e2e" + secrets.token_hex(16)
 TOKEN = "ya29.e2e" + secrets.token_hex(16)
@@ -35,12 +35,6 @@ AZURE = "https://bbnet-e2e.openai.azure.com"
 VERTEX_PROJECT = "bbnet-e2e"
 CODEX_URL = "https://chatgpt.com/backend-api/codex/responses"
 _addresses = itertools.count(110)
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with start_sim() as handle:
-        yield handle
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +60,6 @@ def bottle(ledger: Ledger) -> Callable[..., Bottle]:
         return made
 
     return make
-
-
-def source(b: Bottle) -> str:
-    return b.addresses[0].split("/", 1)[0]
 
 
 def sim_delta(sim: SimHandle, call: Callable[[], Any]) -> tuple[Any, dict[str, int]]:

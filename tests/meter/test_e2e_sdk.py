@@ -24,8 +24,8 @@ from bbnet.pools import period_end, period_start
 from bbnet.providers import classify
 from meter import gate
 from meter.addon import DEGRADED_HEADER
-from meter.sim import SimHandle, start_sim
-from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, wait_for
+from meter.sim import SimHandle
+from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, source, wait_for
 
 ANTHROPIC_KEY = "sk-ant-api03-e2e" + secrets.token_hex(16)
 OPENAI_KEY = "sk-proj-e2e" + secrets.token_hex(16)
@@ -35,23 +35,10 @@ PROMPT = "Say something about budgets."
 DENY_LIMIT = 5  # tokens: below the input estimate of any call here, so not even one output token fits
 UNKNOWN_SOURCE = "127.0.0.2"
 SLOW_HOST = "api.groq.com"  # an OpenAI-compatible host; the proxy sends it to the slow simulator
-SLOW_CHUNK_DELAY_MS = 150
 _addresses = itertools.count(10)
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with start_sim() as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def slow_sim() -> Iterator[SimHandle]:
-    with start_sim(chunk_delay_ms=SLOW_CHUNK_DELAY_MS) as handle:
-        yield handle
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +85,6 @@ def new_bottle(ledger: Ledger) -> NewBottle:
         return bottle
 
     return make
-
-
-def source(bottle: Bottle) -> str:
-    return bottle.addresses[0].split("/", 1)[0]
 
 
 def claude(proxy: MeterProxy, address: str) -> anthropic.Anthropic:

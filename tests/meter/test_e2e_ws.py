@@ -24,7 +24,7 @@ from bbnet.ledger import Ledger
 from bbnet.model import Bottle, Budget
 from bbnet.names import Scope
 from meter import ws
-from meter.sim import SimHandle, start_sim
+from meter.sim import SimHandle
 from meter.sim_realtime import AUDIO_BYTES_PER_TOKEN
 from tests.meter.e2e import MeterProxy, launch_proxy, running_proxies, wait_for
 
@@ -32,21 +32,8 @@ OPENAI_KEY = "sk-proj-ws" + secrets.token_hex(16)
 AZURE_KEY = secrets.token_hex(16)
 AZURE_HOST = "bbnet-e2e.openai.azure.com"
 PROMPT = "Say something about budgets over a socket."
-SLOW_CHUNK_DELAY_MS = 150
 SLOW_HOST = "slow.openai.azure.com"  # the proxy sends this Azure resource to the slow simulator
 _addresses = itertools.count(100)
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with start_sim() as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def slow_sim() -> Iterator[SimHandle]:
-    with start_sim(chunk_delay_ms=SLOW_CHUNK_DELAY_MS) as handle:
-        yield handle
 
 
 @pytest.fixture(scope="module")

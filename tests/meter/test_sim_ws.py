@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import openai
-import pytest
 from openai.types.realtime.response_done_event import ResponseDoneEvent
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
-from meter.sim import SimHandle, start_sim
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimHandle]:
-    with start_sim() as handle:
-        yield handle
+from meter.sim import SimHandle
 
 
 def ws_url(sim: SimHandle, path: str) -> str:
