@@ -33,6 +33,7 @@ from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
 from meter import errors, estimate, gate, request
 from meter.attribution import AGENT_HEADER, Directory
+from meter.prefix import PrefixMemory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
 from meter.ws import Endpoint
@@ -112,6 +113,7 @@ class Meter:
         self.on_exhausted = on_exhausted
         self.directory = Directory(ledger) if ledger else None
         self.sockets = SocketMeter(self)
+        self.memory = PrefixMemory()  # each agent's recent calls and their real input counts
         self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
         self._renewer: asyncio.Task[None] | None = None
 
@@ -189,7 +191,7 @@ class Meter:
             flow.response = http.Response.make(err.status, err.body, err.headers)
             log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
             return
-        plan = gate.plan(match, path, body)
+        plan = gate.plan(match, path, body, self.memory.estimate(bottle.name, agent, body))
         key = flow.id
         try:
             result = self.ledger.reserve(gate.reserve_request(
@@ -343,6 +345,10 @@ class Meter:
         log.info("commit bottle=%s agent=%s provider=%s model=%s in=%d out=%d estimated=%s exhausted=%s",
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
+        if result.recorded and not record.estimated and not call.socket:
+            self.memory.learn(
+                call.bottle, call.agent, call.request_body, record.input_tokens
+            )  # cache included
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 
