@@ -46,7 +46,7 @@ META = "bbnet"
 #: Called after every commit (the controller's wake-up) and after a DENY that found a pool
 #: exhausted by real usage; both run on the proxy's event loop and must not block.
 OnCommit = Callable[[str, CommitResult], None]
-OnExhausted = Callable[[str, PoolView], None]
+OnExhausted = Callable[[str, PoolView, int], None]  # bottle, pool, what the refused call needed
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,8 @@ class Meter:
             return
         if result.outcome is Outcome.DENY:
             if result.exhausted and result.governing is not None and self.on_exhausted:
-                self.on_exhausted(bottle.name, result.governing)
-            self._deny(flow, match, result.governing, "")
+                self.on_exhausted(bottle.name, result.governing, result.needed)
+            self._deny(flow, match, result.governing, "", result.needed)
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s", bottle.name, agent,
                      plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
@@ -223,9 +223,14 @@ class Meter:
         flow.response = http.Response.make(err.status, err.body, err.headers)
 
     def _deny(
-        self, flow: http.HTTPFlow, match: providers.Match, governing: PoolView | None, detail: str
+        self,
+        flow: http.HTTPFlow,
+        match: providers.Match,
+        governing: PoolView | None,
+        detail: str,
+        needed: int = 0,
     ) -> None:
-        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail)
+        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail, needed)
         flow.response = http.Response.make(err.status, err.body, err.headers)
 
     @staticmethod
