@@ -157,9 +157,10 @@ class AuditOps(Store):
         return [dict(r) for r in reversed(rows)]
 
     def smallest_recent_call(self, bottle: str, provider: str, unit: str, last: int) -> int | None:
-        """The smallest real spend among ``bottle``'s last ``last`` metered calls (to ``provider``,
-        unless ``*``), in ``unit``: tokens (input + output) or micro-USD. Estimated rows and calls
-        that spent nothing are not measures of what a call needs; None when there is no such row."""
+        """The smallest real spend among ``bottle``'s last ``last`` calls (to ``provider``, unless
+        ``*``), in ``unit``: tokens (input + output) or micro-USD. Estimated rows and calls that
+        spent nothing are no measure of what a call needs and are passed over; None when there is
+        no other row."""
         if last < 1:
             raise LedgerError(f"invalid count {last}: expected at least 1")
         if unit not in ("tokens", "usd"):
