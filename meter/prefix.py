@@ -7,8 +7,10 @@ and at the end (tools, settings after the messages) is already counted exactly; 
 between — the turns added since (and those dropped) — are estimated. No JSON is parsed: the cost
 is a few memory comparisons and one scan of the changed bytes, whatever the body's size.
 
-The changed bytes are priced by :func:`segment_tokens`: text at the agent's own learned tokens
-per byte, but long base64-like runs by what they are, as the full heuristic (meter/estimate.py)
+The changed bytes are priced by :func:`segment`: text by the heuristic's own rule
+(meter/estimate.py) read straight off the JSON fragment — what is not keys, quotes, escapes or
+punctuation, at ``CHARS_PER_TOKEN``, plus ``PER_MESSAGE`` per object — scaled by the agent's own
+learned ratio of real tokens to those; long base64-like runs by what they are, as the heuristic
 prices them — an image ``PER_IMAGE``, a document by its decoded size, an opaque blob the provider
 does not bill (thinking signatures, encrypted reasoning) nothing. Pricing such a run per byte is
 what made a pure byte comparison miss by 2x on the recordings' tail.
@@ -22,11 +24,11 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from meter.estimate import PER_DOCUMENT_BYTES_PER_TOKEN, PER_IMAGE
+from meter.estimate import CHARS_PER_TOKEN, PER_DOCUMENT_BYTES_PER_TOKEN, PER_IMAGE, PER_MESSAGE
 
 # Before an agent's own ratio is known: JSON-wrapped conversation text, measured on the recordings
-DEFAULT_TOKENS_PER_BYTE = 0.25
-BLOCK = 4096  # compare in blocks first, then bisect inside the block that differs
+DEFAULT_RATIO = 1.0  # real tokens per heuristic token of changed text, before an agent's own is learned
+BLOCK = 4096  # compare in blocks (doubling while they match), then bisect inside the one that differs
 MIN_SHARED = 0.5  # a remembered body is used only when at least half of it is shared
 PER_AGENT = 8  # bodies remembered per agent (sub-agents and retries interleave conversations)
 MAX_BYTES = 64 * 1024 * 1024  # all bodies remembered, over all agents
@@ -39,10 +41,10 @@ _LOOKBEHIND = 160  # bytes before a run searched for what it is (its key, its me
 def common_prefix(a: bytes, b: bytes) -> int:
     """Length of the longest common prefix of ``a`` and ``b``."""
     limit = min(len(a), len(b))
-    lo = 0
-    while lo + BLOCK <= limit and a[lo : lo + BLOCK] == b[lo : lo + BLOCK]:
-        lo += BLOCK
-    hi = min(lo + BLOCK, limit)  # the answer is in [lo, hi]
+    lo, step = 0, BLOCK
+    while lo + step <= limit and a[lo : lo + step] == b[lo : lo + step]:
+        lo, step = lo + step, step * 2
+    hi = min(lo + step, limit)  # the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if a[lo:mid] == b[lo:mid]:
@@ -55,10 +57,10 @@ def common_prefix(a: bytes, b: bytes) -> int:
 def common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """Length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
     limit = min(limit, len(a), len(b))
-    n = 0
-    while n + BLOCK <= limit and a[len(a) - n - BLOCK : len(a) - n] == b[len(b) - n - BLOCK : len(b) - n]:
-        n += BLOCK
-    lo, hi = n, min(n + BLOCK, limit)
+    n, step = 0, BLOCK
+    while n + step <= limit and a[len(a) - n - step : len(a) - n] == b[len(b) - n - step : len(b) - n]:
+        n, step = n + step, step * 2
+    lo, hi = n, min(n + step, limit)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]:
@@ -98,12 +100,16 @@ def overlap(known: Known, body: bytes) -> Overlap:
 
 
 def best_overlap(known: list[Known], body: bytes) -> Overlap | None:
-    """The remembered body that shares the most with ``body``, if it shares enough."""
+    """The remembered body that shares the most with ``body``, if it shares enough. Newest first,
+    and a body that ``body`` merely extends (almost nothing of it dropped) ends the search: in a
+    conversation that is the one before, and the others need not be compared."""
     best: Overlap | None = None
-    for k in known:
+    for k in reversed(known):
         o = overlap(k, body)
         if o.shared >= MIN_SHARED * len(k.body) and (best is None or o.shared > best.shared):
             best = o
+            if o.dropped <= 256 + len(k.body) // 100:
+                break
     return best
 
 
@@ -118,28 +124,42 @@ def _blob_tokens(before: bytes, run: int) -> int:
 
 @dataclass(frozen=True)
 class Segment:
-    """Changed bytes, split into plain bytes (priced per byte) and the tokens of the blobs in them."""
+    """Changed bytes: the heuristic's tokens for their text, and the tokens of the blobs in them."""
 
-    plain: int
+    plain: float  # the heuristic's tokens for the bytes that are not blobs
     blob_tokens: int
 
 
+_KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
+
+
+def _text_tokens(fragment: bytes) -> float:
+    """The heuristic's price of a JSON fragment (meter/estimate.py), from its bytes alone: what is
+    not keys, quotes, escapes or punctuation is text, plus PER_MESSAGE per object."""
+    structure = sum(fragment.count(c) for c in (b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":"))
+    keys = sum(len(m) - 3 for m in _KEY.findall(fragment))  # their quotes and colon are counted above
+    return max(0, len(fragment) - structure - keys) / CHARS_PER_TOKEN + PER_MESSAGE * fragment.count(b"{")
+
+
 def segment(body: bytes, start: int, end: int) -> Segment:
-    """``body[start:end]`` as plain bytes and blob tokens; a blob's kind is read from the bytes
+    """``body[start:end]`` as text and blob tokens; a blob's kind is read from the bytes
     before it, even those before ``start`` (its key may sit in the shared prefix)."""
+    if end <= start:
+        return Segment(0, 0)
     if end - start < BLOB_MIN:
-        return Segment(max(0, end - start), 0)
-    plain, tokens = end - start, 0
+        return Segment(_text_tokens(body[start:end]), 0)
+    plain, tokens, at = 0.0, 0, start
     for m in _BLOB.finditer(body, start, end):
-        plain -= m.end() - m.start()
+        plain += _text_tokens(body[at : m.start()])
         tokens += _blob_tokens(body[max(0, m.start() - _LOOKBEHIND) : m.start()], m.end() - m.start())
-    return Segment(plain, tokens)
+        at = m.end()
+    return Segment(plain + _text_tokens(body[at:end]), tokens)
 
 
-def estimate(o: Overlap, body: bytes, tokens_per_byte: float) -> int:
+def estimate(o: Overlap, body: bytes, ratio: float) -> int:
     """The known call's real count, moved by what was added and dropped since."""
     added, dropped = _changes(o, body)
-    moved = (added.plain - dropped.plain) * tokens_per_byte + added.blob_tokens - dropped.blob_tokens
+    moved = (added.plain - dropped.plain) * ratio + added.blob_tokens - dropped.blob_tokens
     return max(1, round(o.known.input_tokens + moved))
 
 
@@ -151,7 +171,7 @@ def _changes(o: Overlap, body: bytes) -> tuple[Segment, Segment]:
 @dataclass
 class _Agent:
     known: list[Known] = field(default_factory=list)  # newest last
-    tokens_per_byte: float = DEFAULT_TOKENS_PER_BYTE
+    ratio: float = DEFAULT_RATIO
 
 
 class PrefixMemory:
@@ -169,11 +189,12 @@ class PrefixMemory:
         if state is None or not body:
             return None
         o = best_overlap(state.known, body)
-        return None if o is None else estimate(o, body, state.tokens_per_byte)
+        return None if o is None else estimate(o, body, state.ratio)
 
     def learn(self, bottle: str, agent: str, body: bytes, input_tokens: int) -> None:
-        """Remember a committed call's body and real input count; refine the agent's ratio from
-        how much the count moved against the bytes that changed since a call it shares with."""
+        """Remember a committed call's body and real input count; refine the agent's ratio (real
+        tokens per heuristic token of changed text) from how much the count moved since a call it
+        shares with."""
         if not body or input_tokens <= 0:
             return
         key = (bottle, agent)
@@ -183,11 +204,11 @@ class PrefixMemory:
         if o is not None:
             added, dropped = _changes(o, body)
             changed = added.plain - dropped.plain
-            if changed > 256:
+            if changed > 64:
                 moved = input_tokens - o.known.input_tokens - added.blob_tokens + dropped.blob_tokens
                 ratio = moved / changed
-                if 0.02 < ratio < 2.0:  # an answer served from elsewhere (server tools) is no measure
-                    state.tokens_per_byte = 0.5 * state.tokens_per_byte + 0.5 * ratio
+                if 0.1 < ratio < 10.0:  # an answer served from elsewhere (server tools) is no measure
+                    state.ratio = 0.5 * state.ratio + 0.5 * ratio
         if o is not None and o.added == 0 and o.dropped == 0:
             state.known.remove(o.known)  # the same body again: keep one copy, the newest count
             self._bytes -= len(o.known.body)

@@ -13,7 +13,7 @@ import pytest
 from meter import estimate
 from meter.prefix import (
     BLOCK,
-    DEFAULT_TOKENS_PER_BYTE,
+    DEFAULT_RATIO,
     Known,
     PrefixMemory,
     common_prefix,
@@ -82,8 +82,10 @@ def test_identical_body_is_its_real_count_and_is_kept_once() -> None:
 def test_added_bytes_move_the_known_count() -> None:
     memory = PrefixMemory()
     memory.learn("b", "a", _body(1), 400)
-    added = len(_body(2)) - len(_body(1))
-    assert memory.estimate("b", "a", _body(2)) == round(400 + added * DEFAULT_TOKENS_PER_BYTE)
+    # added: ,{"role":"user","content":"word word ..."}: its text at the heuristic's rate, one object
+    text = len("user") + len("word ") * 300
+    want = 400 + DEFAULT_RATIO * (text / estimate.CHARS_PER_TOKEN + estimate.PER_MESSAGE)
+    assert memory.estimate("b", "a", _body(2)) == round(want)
     assert memory.estimate("b", "a", _body(1)[:-2] + b"]}") == 400  # nothing changed
 
 
