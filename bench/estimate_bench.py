@@ -10,6 +10,9 @@ Usage: .venv/bin/python bench/estimate_bench.py [SHARED_DIR]   (default: ../shar
 - ``agents``: real first requests of Claude Code, Codex and Gemini CLI grown turn by turn to ~1 MB
   (bench/agent_corpus.py). Their "real" count is the simulator's documented rule
   (meter.sim_plan, with tool-result ``output`` keys counted), not the meter's estimator.
+
+``reference_hybrid`` is a costlier design kept for comparison, not used by the meter: the previous
+call's real count + heuristic(new body) - heuristic(previous body) (two JSON walks per call).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def multi_turn(conversations: Iterable[list[Case]]) -> dict[str, object]:
     """Follow-up calls of each conversation: the heuristic alone vs the learned estimate."""
     one_shot: list[Case] = []
     errors: list[float] = []
+    hybrid: list[float] = []  # reference: previous call's real count + heuristic(new) - heuristic(previous)
     learned_s = heuristic_s = 0.0
     fell_back = 0
     for calls in conversations:
@@ -50,6 +54,9 @@ def multi_turn(conversations: Iterable[list[Case]]) -> dict[str, object]:
                     guess = heuristic
                 errors.append((guess - real) / real)
                 one_shot.append((family, body, real))
+                previous = calls[i - 1]
+                moved = heuristic - estimate.input_tokens_from_bytes(previous[0], previous[1])
+                hybrid.append((max(1, previous[2] + moved) - real) / real)
             memory.learn("b", "a", body, real)
     if not errors:
         raise ValueError("no follow-up calls to measure")
@@ -59,6 +66,7 @@ def multi_turn(conversations: Iterable[list[Case]]) -> dict[str, object]:
         "one_shot_heuristic": estimate.error_distribution(one_shot).as_dict(),
         "learned": estimate.distribution(errors).as_dict(),
         "learned_fell_back_to_heuristic": fell_back,
+        "reference_hybrid": estimate.distribution(hybrid).as_dict(),
         "us_per_learned_estimate": round(learned_s / n * 1e6, 1),
         "us_per_heuristic_estimate_incl_json_parse": round(heuristic_s / n * 1e6, 1),
     }

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 from meter.estimate import CHARS_PER_TOKEN, PER_DOCUMENT_BYTES_PER_TOKEN, PER_IMAGE, PER_MESSAGE
 
-# Before an agent's own ratio is known: JSON-wrapped conversation text, measured on the recordings
 DEFAULT_RATIO = 1.0  # real tokens per heuristic token of changed text, before an agent's own is learned
 BLOCK = 4096  # compare in blocks (doubling while they match), then bisect inside the one that differs
 MIN_SHARED = 0.5  # a remembered body is used only when at least half of it is shared
@@ -36,6 +35,8 @@ BLOB_MIN = 512  # a run of base64 characters this long is media or an opaque blo
 _BLOB = re.compile(rb"[A-Za-z0-9+/=_-]{%d,}" % BLOB_MIN)
 _UNBILLED = (b"signature", b"encrypted_content", b"thoughtSignature")
 _LOOKBEHIND = 160  # bytes before a run searched for what it is (its key, its media type)
+_KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
+_MIN_CHANGE = 64  # heuristic tokens of changed text below which a count's move is no measure of the ratio
 
 
 def common_prefix(a: bytes, b: bytes) -> int:
@@ -130,9 +131,6 @@ class Segment:
     blob_tokens: int
 
 
-_KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
-
-
 def _text_tokens(fragment: bytes) -> float:
     """The heuristic's price of a JSON fragment (meter/estimate.py), from its bytes alone: what is
     not keys, quotes, escapes or punctuation is text, plus PER_MESSAGE per object."""
@@ -204,7 +202,7 @@ class PrefixMemory:
         if o is not None:
             added, dropped = _changes(o, body)
             changed = added.plain - dropped.plain
-            if changed > 64:
+            if changed > _MIN_CHANGE:
                 moved = input_tokens - o.known.input_tokens - added.blob_tokens + dropped.blob_tokens
                 ratio = moved / changed
                 if 0.1 < ratio < 10.0:  # an answer served from elsewhere (server tools) is no measure
