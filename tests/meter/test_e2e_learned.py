@@ -55,7 +55,9 @@ def _code(lines: int) -> str:
 
 
 def _turn(n: int) -> dict[str, Any]:
-    """A coding agent's request after ``n`` tool round trips (the prefix is the same every turn)."""
+    """A coding agent's request after ``n`` tool round trips: a long system prompt, then the same
+    prefix every turn with one exchange added (as a real agent's first call is ~50 kB of system
+    prompt and tools, and each turn adds a few kB)."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": "Refactor the pool module. " * 20}]
     for i in range(n):
         messages += [
@@ -63,9 +65,10 @@ def _turn(n: int) -> dict[str, Any]:
                                               {"type": "tool_use", "id": f"toolu_{i}", "name": "read",
                                                "input": {"path": f"pool_{i}.py"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i}",
-                                          "content": _code(80 + 40 * i)}]},
+                                          "content": _code(20 + 10 * i)}]},
         ]  # fmt: skip
-    return {"model": "claude-sim", "max_tokens": 1000, "messages": messages}
+    system = "You are a careful coding agent. Read before you edit, test after. " * 300
+    return {"model": "claude-sim", "max_tokens": 1000, "system": system, "messages": messages}
 
 
 def test_second_turn_is_reserved_on_the_learned_count(meter: MeterProxy, ledger: Ledger) -> None:
@@ -87,7 +90,7 @@ def test_second_turn_is_reserved_on_the_learned_count(meter: MeterProxy, ledger:
     raw = client.messages.with_raw_response.create(**second)
     allowed = int(raw.headers[DEGRADED_HEADER].split("=", 1)[1])
     estimate = real + HEADROOM - allowed  # the hold was the whole room left: estimate + allowed
-    assert abs(estimate - real) <= 0.03 * real, (estimate, real, heuristic)
+    assert abs(estimate - real) <= 0.03 * real, (estimate, real, heuristic)  # issue 13: median <= 3 %
     assert raw.parse().usage.input_tokens == real
     rows = wait_for(lambda: rows if len(rows := ledger.usage(bottle="learner")) == 2 else None)
     assert rows[1]["input_tokens"] == real
