@@ -39,7 +39,7 @@ def test_oversized_call_is_denied_honestly_and_only_a_spent_bottle_is_cut(servic
     assert f"needs ~{err['needed']:,} tokens, {err['remaining']:,} remain in bottle:roomy" in message, message
 
     # spent: ordinary calls until what is left is less than its smallest call, then a DENY
-    lines = run_agent(service, spent, "anthropic", "--calls", "6", "--stream-every", "0", "--timeout", "1",
+    lines = run_agent(service, spent, "anthropic", "--calls", "6", "--stream-every", "0", "--timeout", "5",
                       "--give-up-after", "1")  # fmt: skip
     assert "denied" in [line["outcome"] for line in lines], lines
     eventually(lambda: desired(service, spent.name) == "cutoff", 30, "the controller cuts spent off")
