@@ -10,7 +10,17 @@ import json
 
 import pytest
 
-from tests.service.harness import Service, actions, create_bottle, cut_in_kernel, eventually, probe, run_agent
+from tests.service.harness import (
+    Agent,
+    Service,
+    actions,
+    create_bottle,
+    cut_in_kernel,
+    eventually,
+    probe,
+    run_agent,
+    start_agent,
+)
 
 pytestmark = pytest.mark.root
 
@@ -22,13 +32,17 @@ def desired(svc: Service, name: str) -> str:
         return ledger.desired_state(name).state
 
 
-def test_oversized_call_is_denied_honestly_and_only_a_spent_bottle_is_cut(service: Service) -> None:
+def test_oversized_call_is_denied_honestly_and_only_a_spent_bottle_is_cut(
+    service: Service, agents: list[Agent]
+) -> None:
     roomy = create_bottle(service, "roomy", "--policy", "cutoff", "--budget", "anthropic=3000")
     spent = create_bottle(service, "spent", "--policy", "cutoff", "--budget", "anthropic=300")
 
     # roomy makes two ordinary calls, then one whose input alone is larger than what is left
     for _ in range(2):
-        assert [line["outcome"] for line in run_agent(service, roomy, "anthropic", *ONE_CALL)] == ["ok"]
+        assert [
+            line["outcome"] for line in run_agent(service, roomy, "anthropic", *ONE_CALL, timeout=180)
+        ] == ["ok"]
     big = probe(service, roomy, "big", roomy.proxy_url, service.ca, "40000")
     assert big["status"] == 429, big
     err = big["error"]
@@ -39,11 +53,12 @@ def test_oversized_call_is_denied_honestly_and_only_a_spent_bottle_is_cut(servic
     assert f"needs ~{err['needed']:,} tokens, {err['remaining']:,} remain in bottle:roomy" in message, message
 
     # spent: ordinary calls until what is left is less than its smallest call, then a DENY
-    lines = run_agent(service, spent, "anthropic", "--calls", "6", "--stream-every", "0", "--timeout", "5",
-                      "--give-up-after", "1")  # fmt: skip
-    assert "denied" in [line["outcome"] for line in lines], lines
-    eventually(lambda: desired(service, spent.name) == "cutoff", 30, "the controller cuts spent off")
+    agent = start_agent(service, spent, "anthropic", "--calls", "400", "--interval", "0.05", "--stream-every",
+                        "0", "--timeout", "5", "--give-up-after", "1")  # fmt: skip
+    agents.append(agent)
+    eventually(lambda: desired(service, spent.name) == "cutoff", 60, "the controller cuts spent off")
     assert spent.veth in cut_in_kernel()
+    eventually(lambda: agent.outcomes("denied"), 30, "the call that found too little left refused")
     rows = eventually(lambda: actions(service, spent.name, "cutoff"), 10, "the cutoff's audit row")
     with service.ledger() as ledger:
         usage = ledger.usage(bottle=spent.name)
@@ -60,4 +75,6 @@ def test_oversized_call_is_denied_honestly_and_only_a_spent_bottle_is_cut(servic
     assert desired(service, roomy.name) == "open"
     assert not actions(service, roomy.name, "cutoff")
     assert roomy.veth not in cut_in_kernel()
-    assert [line["outcome"] for line in run_agent(service, roomy, "anthropic", *ONE_CALL)] == ["ok"]
+    assert [line["outcome"] for line in run_agent(service, roomy, "anthropic", *ONE_CALL, timeout=180)] == [
+        "ok"
+    ]
