@@ -35,6 +35,14 @@ USAGE_TOTALS_SQL = (
     " max(ts) AS last_ts FROM usage WHERE id <= ? GROUP BY bottle, provider ORDER BY bottle, provider"
 )
 USAGE_SINCE_SQL = "SELECT * FROM usage WHERE ts > ? AND +id <= ? ORDER BY +id"
+_SMALLEST_CALL = (
+    "SELECT min(amount) FROM (SELECT {amount} AS amount FROM usage WHERE bottle = ?1"
+    " AND (?2 = '*' OR provider = ?2) AND estimated = 0 AND {amount} > 0 ORDER BY id DESC LIMIT ?3)"
+)
+SMALLEST_CALL_SQL = {
+    "tokens": _SMALLEST_CALL.format(amount="input_tokens + output_tokens"),
+    "usd": _SMALLEST_CALL.format(amount="cost_micros"),
+}
 LATEST_USAGE_SQL = "SELECT * FROM usage WHERE bottle = ? AND id <= ? ORDER BY id DESC LIMIT ?"
 
 
@@ -147,6 +155,18 @@ class AuditOps(Store):
             raise LedgerError(f"invalid limit {limit}: expected at least 1")
         rows = self._read(LATEST_USAGE_SQL, (bottle, upto_id, limit))
         return [dict(r) for r in reversed(rows)]
+
+    def smallest_recent_call(self, bottle: str, provider: str, unit: str, last: int) -> int | None:
+        """The smallest real spend among ``bottle``'s last ``last`` calls (to ``provider``, unless
+        ``*``), in ``unit``: tokens (input + output) or micro-USD. Estimated rows and calls that
+        spent nothing are no measure of what a call needs and are passed over; None when there is
+        no other row."""
+        if last < 1:
+            raise LedgerError(f"invalid count {last}: expected at least 1")
+        if unit not in ("tokens", "usd"):
+            raise LedgerError(f"invalid unit {unit!r}: expected tokens or usd")
+        rows = self._read(SMALLEST_CALL_SQL[unit], (bottle, provider, last))
+        return None if rows[0][0] is None else int(rows[0][0])
 
     def info(self) -> dict[str, Any]:
         """Path, schema version, file sizes and row counts."""

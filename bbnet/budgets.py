@@ -234,7 +234,11 @@ class BudgetOps(Store):
             decision = arith.decide(req, [pool_from_row(r) for r in rows])
             if decision.outcome is Outcome.DENY:
                 return ReserveResult(
-                    Outcome.DENY, req.key, governing=decision.governing, exhausted=decision.exhausted
+                    Outcome.DENY,
+                    req.key,
+                    governing=decision.governing,
+                    exhausted=decision.exhausted,
+                    needed=decision.needed,
                 )
             holds: list[tuple[int, int]] = []
             for r in rows:

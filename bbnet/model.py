@@ -98,6 +98,7 @@ class ReserveResult:
     allowed_output_tokens: int = 0
     governing: PoolView | None = None  # the pool that limited (DEGRADE) or refused (DENY)
     exhausted: bool = False  # DENY because real usage left no room (not just in-flight holds)
+    needed: int = 0  # DENY: the least this call needs in the governing pool's unit (input + min output)
 
 
 @dataclass(frozen=True)

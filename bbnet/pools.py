@@ -75,6 +75,7 @@ class Decision:
     usd_micros: int
     governing: PoolView | None
     exhausted: bool
+    needed: int = 0  # DENY: the least the call needs in the governing pool's unit
 
 
 def _max_output(pool: PoolView, req: ReserveRequest) -> int | None:
@@ -95,12 +96,16 @@ def _max_output(pool: PoolView, req: ReserveRequest) -> int | None:
     return out
 
 
-def _no_room_left(pool: PoolView, req: ReserveRequest) -> bool:
-    """True when real usage alone (not in-flight holds) leaves too little for the smallest call."""
-    free = pool.limit - pool.used
+def least_needed(pool: PoolView, req: ReserveRequest) -> int:
+    """The least ``req`` can be admitted with, in ``pool``'s unit: its input and minimum output."""
     if pool.unit == "tokens":
-        return free < req.input_tokens + req.min_output_tokens
-    return free < usd_micros(req.rates, req.input_tokens, req.min_output_tokens)
+        return req.input_tokens + req.min_output_tokens
+    return usd_micros(req.rates, req.input_tokens, req.min_output_tokens)
+
+
+def _no_room_left(pool: PoolView, req: ReserveRequest) -> bool:
+    """True when real usage alone (not in-flight holds) leaves too little for this call."""
+    return pool.limit - pool.used < least_needed(pool, req)
 
 
 def decide(req: ReserveRequest, pools: Sequence[PoolView]) -> Decision:
@@ -133,4 +138,6 @@ def decide(req: ReserveRequest, pools: Sequence[PoolView]) -> Decision:
             False,
         )
     assert governing is not None
-    return Decision(Outcome.DENY, 0, 0, 0, governing, _no_room_left(governing, req))
+    return Decision(
+        Outcome.DENY, 0, 0, 0, governing, _no_room_left(governing, req), least_needed(governing, req)
+    )

@@ -30,11 +30,34 @@ ACTOR = "controller"
 POLICY_STATE = {"cutoff": "cutoff", "freeze": "frozen", "kill": "killed"}
 POLICY_ACTION = {"cutoff": "cutoff", "freeze": "freeze", "kill": "kill"}
 BUDGET_REASON = "budget exhausted"
+RECENT_CALLS = 20  # usage rows a bottle's smallest call is looked for in
 
 
 def exhaustion_reason(pool: PoolView) -> str:
     unit = "micro-USD" if pool.unit == "usd" else "tokens"
     return f"{BUDGET_REASON}: {pool.scope} {pool.provider} used {pool.used} of {pool.limit} {unit} ({pool.period})"
+
+
+def cut_reason(pool: PoolView, smallest: int | None, needed: int = 0) -> str | None:
+    """Why a bottle that hit ``pool`` is cut off, or None when it is not (pure).
+
+    A pool spent by real usage always cuts. A DENY with room left cuts only if what remains is less
+    than the bottle's smallest recent call (``smallest``, in the pool's unit): one oversized call
+    — or an input estimate that runs high — does not take the bottle off the network while its
+    ordinary calls still fit. With no recent call to go by, the DENY's own ``needed`` decides, as
+    the meter found (it reports the pool only when real usage cannot pay for that call).
+    """
+    base = exhaustion_reason(pool)
+    if pool.exhausted:
+        return base
+    left = pool.limit - pool.used
+    if smallest is None:
+        return base + (
+            f"; its next call needs ~{needed:,} and it has no recent call to go by" if needed else ""
+        )
+    if left >= smallest:
+        return None
+    return f"{base}; its smallest recent call needs {smallest:,}"
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,7 @@ class Exhausted:
     bottle: str
     pools: tuple[PoolView, ...]
     noticed: float  # time.monotonic() when the meter saw it
+    needed: int = 0  # a DENY's: the least the refused call needed (0: a commit spent the pools)
 
 
 class Controller:
@@ -68,9 +92,10 @@ class Controller:
         if result.exhausted:
             self._queue.put(Exhausted(bottle, result.exhausted, time.monotonic()))
 
-    def notify_exhausted(self, bottle: str, pool: PoolView) -> None:
-        """The meter's DENY hook: real usage already left no room in ``pool``."""
-        self._queue.put(Exhausted(bottle, (pool,), time.monotonic()))
+    def notify_exhausted(self, bottle: str, pool: PoolView, needed: int = 0) -> None:
+        """The meter's DENY hook: real usage already left no room in ``pool`` for a call that needed
+        ``needed``; whether that cuts the bottle is :func:`cut_reason`'s call."""
+        self._queue.put(Exhausted(bottle, (pool,), time.monotonic(), needed))
 
     def start(self) -> None:
         self.reconcile("start")
@@ -177,7 +202,8 @@ class Controller:
         return True
 
     def enforce(self, item: Exhausted) -> None:
-        """Apply each target bottle's policy (see :func:`targets`), audited with the pool that tripped.
+        """Apply each target bottle's policy (see :func:`targets`, :func:`cut_reason`), audited with
+        the pool that tripped and why.
 
         Waits until ``grace`` after the meter noticed: the answer that spent the pool (or the 429
         that found it spent) is still on its way to the bottle, and the cut would drop it.
@@ -192,8 +218,14 @@ class Controller:
             bottle = self.ledger.get_bottle(name)
             if bottle is None:
                 continue
+            smallest = self.ledger.smallest_recent_call(name, pool.provider, pool.unit, RECENT_CALLS)
+            why = cut_reason(pool, smallest, item.needed)
+            if why is None:
+                log.info("%s stays open: %s %s has %d left, its smallest recent call needs %d", name,
+                         pool.scope, pool.provider, pool.limit - pool.used, smallest)  # fmt: skip
+                continue
             state = POLICY_STATE[bottle.policy]
-            reason = exhaustion_reason(pool)
+            reason = why
             self.ledger.set_desired_state(name, state, reason, ACTOR)
             started = time.perf_counter()
             try:
@@ -206,7 +238,8 @@ class Controller:
             self.ledger.record_action(
                 name, POLICY_ACTION[bottle.policy], ACTOR, reason, "ok", (time.perf_counter() - started) * 1000,
                 {"scope": pool.scope, "provider": pool.provider, "unit": pool.unit, "limit": pool.limit,
-                 "used": pool.used, "noticed_to_applied_ms": round(waited, 3), "connections_closed": closed},
+                 "used": pool.used, "smallest_recent_call": smallest, "needed": item.needed or None,
+                 "noticed_to_applied_ms": round(waited, 3), "connections_closed": closed},
             )  # fmt: skip
             log.warning("%s %s: %s (%.1f ms after the commit)", bottle.policy, name, reason, waited)
 

@@ -34,6 +34,7 @@ from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
 from meter import egress, errors, estimate, gate, request
 from meter.attribution import AGENT_HEADER, Directory
+from meter.prefix import PrefixMemory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
 from meter.ws import Endpoint
@@ -46,7 +47,7 @@ META = "bbnet"
 #: Called after every commit (the controller's wake-up) and after a DENY that found a pool
 #: exhausted by real usage; both run on the proxy's event loop and must not block.
 OnCommit = Callable[[str, CommitResult], None]
-OnExhausted = Callable[[str, PoolView], None]
+OnExhausted = Callable[[str, PoolView, int], None]  # bottle, pool, what the refused call needed
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Meter:
         self.directory = Directory(ledger) if ledger else None
         self.egress_default = egress_default or Policy()  # the settings' egress: section
         self.sockets = SocketMeter(self)
+        self.memory = PrefixMemory()  # each agent's recent calls and their real input counts
         self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
         self._renewer: asyncio.Task[None] | None = None
 
@@ -251,7 +253,7 @@ class Meter:
             flow.response = http.Response.make(err.status, err.body, err.headers)
             log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
             return
-        plan = gate.plan(match, path, body)
+        plan = gate.plan(match, path, body, self.memory.estimate(bottle.name, agent, body))
         key = flow.id
         try:
             result = self.ledger.reserve(gate.reserve_request(
@@ -262,8 +264,8 @@ class Meter:
             return
         if result.outcome is Outcome.DENY:
             if result.exhausted and result.governing is not None and self.on_exhausted:
-                self.on_exhausted(bottle.name, result.governing)
-            self._deny(flow, match, result.governing, "")
+                self.on_exhausted(bottle.name, result.governing, result.needed)
+            self._deny(flow, match, result.governing, "", result.needed)
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s", bottle.name, agent,
                      plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
@@ -283,10 +285,15 @@ class Meter:
         flow.response = http.Response.make(err.status, err.body, err.headers)
 
     def _deny(
-        self, flow: http.HTTPFlow, match: providers.Match, governing: PoolView | None, detail: str
+        self,
+        flow: http.HTTPFlow,
+        match: providers.Match,
+        governing: PoolView | None,
+        detail: str,
+        needed: int = 0,
     ) -> None:
         wait = errors.retry_after(governing, time.time())
-        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail, wait)
+        err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail, wait, needed)
         flow.response = http.Response.make(err.status, err.body, err.headers)
 
     @staticmethod
@@ -406,6 +413,10 @@ class Meter:
         log.info("commit bottle=%s agent=%s provider=%s model=%s in=%d out=%d estimated=%s exhausted=%s",
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
+        if result.recorded and not record.estimated and not call.socket:
+            self.memory.learn(
+                call.bottle, call.agent, call.request_body, record.input_tokens
+            )  # cache included
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 

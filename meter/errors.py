@@ -2,7 +2,10 @@
 
 A DENY (429) or a fail-closed ledger error (503) is answered by the proxy itself, in the shape the
 client's SDK already parses, so the agent sees an ordinary rate-limit or server error with a
-readable message. Every body also carries ``bbnet_code`` and, for DENY, the governing pool.
+readable message. Every body also carries ``bbnet_code`` and, for DENY, the governing pool and
+``bbnet_reason``: ``exhausted`` when real usage has spent the pool, ``call_exceeds_remaining`` when
+room is left but this call's estimate (input + the least output it accepts, ``needed``) does not
+fit in what remains (``remaining``) — a smaller call may still pass.
 """
 
 from __future__ import annotations
@@ -34,17 +37,35 @@ class GateError:
     body: bytes
 
 
-def _message(code: str, governing: PoolView | None, detail: str) -> str:
+EXHAUSTED = "exhausted"
+CALL_EXCEEDS_REMAINING = "call_exceeds_remaining"
+
+
+def _remaining(pool: PoolView) -> int:
+    return max(0, pool.limit - pool.used - pool.reserved)
+
+
+def _reason(pool: PoolView, needed: int) -> str:
+    return CALL_EXCEEDS_REMAINING if needed > 0 and not pool.exhausted else EXHAUSTED
+
+
+def _message(code: str, governing: PoolView | None, detail: str, needed: int = 0) -> str:
     if code == BUDGET_DENIED and governing is not None:
-        return (
-            f"bbnet: budget exhausted for {governing.scope} ({governing.provider}, {governing.unit}): "
-            f"used {governing.used} + reserved {governing.reserved} of limit {governing.limit}"
-            + (f"; {detail}" if detail else "")
-        )
+        pool = f"{governing.scope} ({governing.provider}, {governing.unit})"
+        counters = f"used {governing.used} + reserved {governing.reserved} of limit {governing.limit}"
+        if _reason(governing, needed) == CALL_EXCEEDS_REMAINING:
+            unit = "micro-USD" if governing.unit == "usd" else "tokens"
+            head = (
+                f"bbnet: this call needs ~{needed:,} {unit}, {_remaining(governing):,} remain in {pool}: "
+                f"{counters} (not exhausted: a smaller call may fit)"
+            )
+        else:
+            head = f"bbnet: budget exhausted for {pool}: {counters}"
+        return head + (f"; {detail}" if detail else "")
     return f"bbnet: {detail}" if detail else f"bbnet: {code}"
 
 
-def _bbnet_fields(code: str, governing: PoolView | None) -> dict[str, object]:
+def _bbnet_fields(code: str, governing: PoolView | None, needed: int = 0) -> dict[str, object]:
     fields: dict[str, object] = {"bbnet_code": code}
     if governing is not None:
         fields.update(
@@ -55,6 +76,10 @@ def _bbnet_fields(code: str, governing: PoolView | None) -> dict[str, object]:
             used=governing.used,
             reserved=governing.reserved,
         )
+        if code == BUDGET_DENIED:
+            fields.update(bbnet_reason=_reason(governing, needed), remaining=_remaining(governing))
+            if needed > 0:
+                fields["needed"] = needed
     return fields
 
 
@@ -72,9 +97,11 @@ def gate_error(
     governing: PoolView | None = None,
     detail: str = "",
     retry_after: int | None = None,
+    needed: int = 0,
 ) -> GateError:
     """The proxy's answer: 429 for ``BUDGET_DENIED``, 503 for ``BUDGET_CONFIG``, 400 for
-    ``BAD_CONTENT_ENCODING``, 403 for ``UNMETERED``.
+    ``BAD_CONTENT_ENCODING``, 403 for ``UNMETERED``. ``needed``: a DENY's least amount the call
+    needed (0: unknown).
 
     A DENY tells SDKs not to retry (``x-should-retry: false``, honoured by the official SDKs and
     Claude Code): the same call would be refused again until budget frees up. ``retry_after``
@@ -83,8 +110,8 @@ def gate_error(
     if code not in _STATUS:
         raise ValueError(f"unknown bbnet error code {code!r}")
     status = _STATUS[code]
-    message = redact(_message(code, governing, detail))
-    extra = _bbnet_fields(code, governing)
+    message = redact(_message(code, governing, detail, needed))
+    extra = _bbnet_fields(code, governing, needed)
     headers = {"content-type": "application/json", "x-bbnet-code": code}
     if code != BUDGET_CONFIG:  # a refusal stays one until budget or policy change: no retry
         headers["x-should-retry"] = "false"
@@ -140,6 +167,7 @@ def socket_error(
     governing: PoolView | None = None,
     detail: str = "",
     client_event_id: str | None = None,
+    needed: int = 0,
 ) -> bytes:
     """The proxy's answer to a WebSocket message it did not forward: the API's own ``error`` event
     (the Responses WebSocket mode's ``{"type": "error", "status", "error"}``, or the Realtime API's,
@@ -150,7 +178,7 @@ def socket_error(
     error: dict[str, object] = {
         "type": kind,
         "code": code.lower(),
-        "message": redact(_message(code, governing, detail)),
+        "message": redact(_message(code, governing, detail, needed)),
         "param": None,
     }
     if family == providers.OPENAI_REALTIME:
@@ -160,7 +188,7 @@ def socket_error(
         body = {"type": "error", "status": status, "error": error}
     else:
         raise ValueError(f"no WebSocket API of family {family!r}")
-    return json.dumps({**body, **_bbnet_fields(code, governing)}).encode()
+    return json.dumps({**body, **_bbnet_fields(code, governing, needed)}).encode()
 
 
 # --- redaction --------------------------------------------------------------------------------

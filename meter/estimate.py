@@ -165,9 +165,14 @@ class ErrorDistribution:
 
 def error_distribution(cases: Iterable[tuple[str, bytes, int]]) -> ErrorDistribution:
     """Measure the estimator on (family, request body, real input tokens) cases."""
-    errors = [
+    return distribution(
         (input_tokens_from_bytes(family, body) - real) / real for family, body, real in cases if real > 0
-    ]
+    )
+
+
+def distribution(relative_errors: Iterable[float]) -> ErrorDistribution:
+    """The distribution of relative errors ``(estimate - real) / real``."""
+    errors = list(relative_errors)
     if not errors:
         raise ValueError("no cases with real input tokens to measure the estimate against")
     absolute = sorted(abs(e) for e in errors)

@@ -29,26 +29,30 @@ class Plan:
     cappable: bool = True  # DEGRADE can lower the output cap (not embeddings, not the ChatGPT backend)
 
 
-def plan(match: Match, path: str, body: bytes) -> Plan:
-    """Everything the gate needs to know about a request, from its original path and body."""
+def plan(match: Match, path: str, body: bytes, known_input: int | None = None) -> Plan:
+    """Everything the gate needs to know about a request, from its original path and body.
+
+    ``known_input``: an input estimate found elsewhere (meter/prefix.py, learned from the agent's
+    earlier calls); when given, the heuristic (meter/estimate.py) is not run."""
     try:
         doc = request.parse_body(body)
     except request.RequestError:
         model = request.model_of(match.family, {}, match.model_from_path)
-        return Plan(match.provider, match.family, model, estimate.input_tokens_from_bytes(match.family, body),
+        guess = estimate.input_tokens_from_bytes(match.family, body) if known_input is None else known_input
+        return Plan(match.provider, match.family, model, guess,
                     request.requested_output(match.family, {}, model, match.provider),
                     request.is_stream(match.family, path, {}), False, False)  # fmt: skip
-    return plan_doc(match, path, doc)
+    return plan_doc(match, path, doc, known_input)
 
 
-def plan_doc(match: Match, path: str, doc: dict[str, Any]) -> Plan:
+def plan_doc(match: Match, path: str, doc: dict[str, Any], known_input: int | None = None) -> Plan:
     """:func:`plan` for a body already parsed (a WebSocket ``response.create`` message)."""
     model = request.model_of(match.family, doc, match.model_from_path)
     return Plan(
         provider=match.provider,
         family=match.family,
         model=model,
-        input_tokens=estimate.input_tokens(match.family, doc),
+        input_tokens=estimate.input_tokens(match.family, doc) if known_input is None else known_input,
         max_output_tokens=request.requested_output(match.family, doc, model, match.provider),
         stream=request.is_stream(match.family, path, doc),
         readable=True,

@@ -145,8 +145,9 @@ class SocketMeter:
         plan = reading.plan
         if result.outcome is Outcome.DENY:
             if result.exhausted and result.governing is not None and meter.on_exhausted:
-                meter.on_exhausted(sock.bottle, result.governing)
-            self._refuse(flow, sock, msg, errors.BUDGET_DENIED, result.governing, "", reading.event_id)
+                meter.on_exhausted(sock.bottle, result.governing, result.needed)
+            self._refuse(flow, sock, msg, errors.BUDGET_DENIED, result.governing, "", reading.event_id,
+                         result.needed)  # fmt: skip
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s (websocket)", sock.bottle,
                      sock.agent, plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
@@ -191,10 +192,10 @@ class SocketMeter:
 
     @staticmethod
     def _refuse(flow: http.HTTPFlow, sock: Socket, msg: websocket.WebSocketMessage, code: str,
-                governing: PoolView | None, detail: str, event_id: str | None) -> None:  # fmt: skip
+                governing: PoolView | None, detail: str, event_id: str | None, needed: int = 0) -> None:  # fmt: skip
         """Drop the client's message and answer it with an error event; the socket stays open."""
         msg.drop()
-        event = errors.socket_error(sock.endpoint.match.family, code, governing, detail, event_id)
+        event = errors.socket_error(sock.endpoint.match.family, code, governing, detail, event_id, needed)
         ctx.master.commands.call("inject.websocket", flow, True, event, True)
 
     def _server(self, flow: http.HTTPFlow, sock: Socket, msg: websocket.WebSocketMessage) -> None:

@@ -70,6 +70,29 @@ def test_degrade_then_deny_names_governing_pool(ledger: Ledger) -> None:
     ledger.commit("k1", _usage(inp=100, out=400))
     d = ledger.reserve(_req("k3", inp=100, out=10))
     assert d.outcome is Outcome.DENY and d.exhausted
+    assert d.needed == 101  # its input and the one output token it could have been degraded to
+
+
+def test_smallest_recent_call(ledger: Ledger) -> None:
+    ledger.add_bottle(Bottle("b"))
+    assert ledger.smallest_recent_call("a", "*", "tokens", 5) is None
+    calls = [("anthropic", 900, 100, False), ("anthropic", 300, 20, False), ("anthropic", 50, 5, True),
+             ("anthropic", 0, 0, False), ("anthropic", 400, 50, False), ("openai", 700, 10, False)]  # fmt: skip
+    for i, (provider, inp, out, estimated) in enumerate(calls):
+        ledger.reserve(_req(f"k{i}"))
+        ledger.commit(f"k{i}", UsageRecord("a", "agent1", provider, MODEL, input_tokens=inp, output_tokens=out,
+                                           estimated=estimated))  # fmt: skip
+    ledger.reserve(_req("kb", bottle="b"))
+    ledger.commit("kb", _usage("b", inp=10, out=1))
+    # estimated rows and calls that spent nothing are not a call's size; other bottles not either
+    assert ledger.smallest_recent_call("a", "anthropic", "tokens", 10) == 320
+    assert ledger.smallest_recent_call("a", "anthropic", "tokens", 1) == 450  # the last real call
+    assert ledger.smallest_recent_call("a", "openai", "tokens", 10) == 710
+    assert ledger.smallest_recent_call("a", "*", "tokens", 1) == 710
+    micros = ledger.smallest_recent_call("a", "anthropic", "usd", 10)
+    assert micros is not None and micros > 0
+    with pytest.raises(LedgerError, match="invalid count 0"):
+        ledger.smallest_recent_call("a", "*", "tokens", 0)
 
 
 def test_usd_pool_degrades_output(ledger: Ledger) -> None:

@@ -152,3 +152,25 @@ def test_redact_headers() -> None:
         ("X-Api-Key", "[REDACTED]"),
         ("content-type", "application/json"),
     ]
+
+
+def test_deny_with_room_left_says_what_the_call_needs_and_what_remains() -> None:
+    roomy = PoolView("bottle:b1", "anthropic", "tokens", "total", 0.0, limit=12_000, used=4_293, reserved=0)
+    body = json.loads(gate_error(p.ANTHROPIC_MESSAGES, BUDGET_DENIED, roomy, needed=9_420).body)
+    assert (body["bbnet_reason"], body["needed"], body["remaining"]) == (
+        "call_exceeds_remaining",
+        9_420,
+        7_707,
+    )
+    message = body["error"]["message"]
+    assert message.startswith(
+        "bbnet: this call needs ~9,420 tokens, 7,707 remain in bottle:b1 (anthropic, tokens)"
+    )
+    assert "exhausted for" not in message
+
+    spent = PoolView("bottle:b1", "anthropic", "tokens", "total", 0.0, limit=12_000, used=12_000, reserved=0)
+    body = json.loads(gate_error(p.OPENAI_CHAT, BUDGET_DENIED, spent, needed=50).body)
+    assert (body["bbnet_reason"], body["remaining"]) == ("exhausted", 0)
+    assert body["error"]["message"].startswith("bbnet: budget exhausted for bottle:b1 (anthropic, tokens)")
+    unknown = json.loads(gate_error(p.GEMINI, BUDGET_DENIED, POOL).body)  # what it needed is not known
+    assert unknown["bbnet_reason"] == "exhausted" and "needed" not in unknown

@@ -3,6 +3,8 @@
 ``tcp HOST PORT``: can a TCP connection be opened (``{"connected": bool, "error": str}``)?
 ``nocap PROXY CA N``: N concurrent OpenAI SDK chat calls that carry no ``max_tokens`` (the official
 SDK lets a caller leave it out), streamed; ``{"ok": n, "denied": n, "error": n, "output_tokens": n}``.
+``big PROXY CA CHARS``: one Anthropic SDK call with a prompt of CHARS characters;
+``{"status": int, "error": the error body or null, "input_tokens": n}``.
 """
 
 from __future__ import annotations
@@ -54,13 +56,34 @@ def nocap(proxy: str, ca: str, workers: int, calls: int) -> dict[str, Any]:
     return counts
 
 
+def big(proxy: str, ca: str, chars: int) -> dict[str, Any]:
+    import anthropic
+    import httpx2
+
+    client = anthropic.Anthropic(api_key="sk-ant-probe-not-a-real-key", max_retries=0,
+                                 http_client=httpx2.Client(proxy=proxy, verify=ca, timeout=10.0))  # fmt: skip
+    prompt = ("Summarise this log line by line. " * (chars // 33 + 1))[:chars]
+    try:
+        message = client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": prompt}]
+        )
+    except anthropic.APIStatusError as e:
+        return {"status": e.status_code, "error": e.response.json(), "input_tokens": 0}
+    return {"status": 200, "error": None, "input_tokens": message.usage.input_tokens}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["tcp"] and len(argv) == 3:
         result = tcp(argv[1], int(argv[2]))
     elif argv[:1] == ["nocap"] and len(argv) == 5:
         result = nocap(argv[1], argv[2], int(argv[3]), int(argv[4]))
+    elif argv[:1] == ["big"] and len(argv) == 4:
+        result = big(argv[1], argv[2], int(argv[3]))
     else:
-        print("usage: probe.py tcp HOST PORT | nocap PROXY CA WORKERS CALLS", file=sys.stderr)
+        print(
+            "usage: probe.py tcp HOST PORT | nocap PROXY CA WORKERS CALLS | big PROXY CA CHARS",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(result), flush=True)
     return 0
