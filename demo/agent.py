@@ -20,8 +20,10 @@ import httpx2
 PROMPT = "Refactor the parser module and explain each change. " * 8
 
 
-def _client(sdk: str, proxy: str, ca: str, timeout: float) -> Any:
-    http = httpx2.Client(proxy=proxy, verify=ca, timeout=timeout)
+def _client(sdk: str, proxy: str, ca: str, timeout: float, read_timeout: float) -> Any:
+    # connecting is what a cut-off bottle cannot do (its SYNs are dropped): that fails fast; an
+    # answer on a busy machine may be slow, and a cut ends a call in flight at once (ss --kill)
+    http = httpx2.Client(proxy=proxy, verify=ca, timeout=httpx2.Timeout(read_timeout, connect=timeout))
     if sdk == "anthropic":
         import anthropic
 
@@ -63,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--stream-every", type=int, default=2, help="every Nth call streams (0: never)")
     ap.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
-    ap.add_argument("--timeout", type=float, default=3.0)
+    ap.add_argument("--timeout", type=float, default=3.0, help="seconds to connect to the proxy")
+    ap.add_argument("--read-timeout", type=float, default=60.0, help="seconds to wait for an answer's bytes")
     ap.add_argument("--give-up-after", type=int, default=3, help="stop after N connection failures in a row")
     ap.add_argument("--stop-file", default=None, help="stop before the next call once this file exists")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # SDK deprecation notices for model names are noise here
     model = args.model or ("claude-sonnet-4-5-20250929" if args.sdk == "anthropic" else "gpt-4o")
-    client = _client(args.sdk, args.proxy, args.ca, args.timeout)
+    client = _client(args.sdk, args.proxy, args.ca, args.timeout, args.read_timeout)
     failures = 0
     for i in range(args.calls):
         if args.stop_file and os.path.exists(args.stop_file):

@@ -14,7 +14,10 @@ from typing import Any
 
 # Away from the default pool's first leases (10.243.0.0/…) and the tests' 10.243.128.0/20.
 DEMO_POOL = "10.243.250.0/24"
-AGENT_TIMEOUT_S = 1.0  # a cut-off bottle's calls time out: keep the wait short
+AGENT_TIMEOUT_S = 1.0  # a cut-off bottle cannot connect: keep that wait short
+# a call in flight when its bottle is cut waits this long (the kernel drops even the reset the
+# host sends it); an open bottle's call on a busy machine must not come near it
+AGENT_READ_TIMEOUT_S = 10.0
 AGENT_GIVE_UP_AFTER = 2  # connection failures in a row before an agent stops on its own
 OUTCOMES = ("ok", "denied", "error")
 
@@ -52,7 +55,8 @@ def agent_args(plan: AgentPlan, proxy: str, ca: str, calls: int | None = None) -
         "-m", "demo.agent", "--sdk", plan.sdk, "--proxy", proxy, "--ca", ca,
         "--calls", str(plan.calls if calls is None else calls), "--max-tokens", str(MAX_TOKENS),
         "--stream-every", str(plan.stream_every), "--interval", str(plan.interval),
-        "--timeout", str(AGENT_TIMEOUT_S), "--give-up-after", str(AGENT_GIVE_UP_AFTER),
+        "--timeout", str(AGENT_TIMEOUT_S), "--read-timeout", str(AGENT_READ_TIMEOUT_S),
+        "--give-up-after", str(AGENT_GIVE_UP_AFTER),
     ]  # fmt: skip
 
 
