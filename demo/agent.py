@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream-every", type=int, default=2, help="every Nth call streams (0: never)")
     ap.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds to connect to the proxy")
-    ap.add_argument("--read-timeout", type=float, default=60.0, help="seconds to wait for an answer's bytes")
+    ap.add_argument(
+        "--read-timeout", type=float, default=10.0, help="seconds to wait for the next bytes of an answer"
+    )
     ap.add_argument("--give-up-after", type=int, default=3, help="stop after N connection failures in a row")
     ap.add_argument("--stop-file", default=None, help="stop before the next call once this file exists")
     args = ap.parse_args(argv)

@@ -54,8 +54,8 @@ def test_four_streaming_agents_with_max_tokens_stay_within_the_limit(
         "1",
     )
     agents += [start_agent(service, bottle, "openai", *loop) for _ in range(4)]
-    for agent in agents:
-        agent.wait(60)
+    for agent in agents:  # a call in flight at the cut waits out its read timeout (10 s)
+        agent.wait(120)
     used, reserved, rows = committed(service, bottle.name)
     ok = sum(len(a.outcomes("ok")) for a in agents)
     assert ok == len(rows) > 4  # every agent's answers, each metered once
