@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,19 +56,9 @@ class Turn:
 
 def counted_tokens(body: dict[str, Any]) -> int:
     """The corpus's real count (see the module docstring)."""
-    return sim_plan.INPUT_OVERHEAD_TOKENS + sum(sim_plan.text_tokens(s) for s in _pieces(body, False))
-
-
-def _pieces(node: Any, counted: bool) -> Iterator[str]:
-    if isinstance(node, str):
-        if counted:
-            yield node
-    elif isinstance(node, list):
-        for item in node:
-            yield from _pieces(item, counted)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            yield from _pieces(value, key in _COUNTED_KEYS)
+    return sim_plan.INPUT_OVERHEAD_TOKENS + sum(
+        sim_plan.text_tokens(s) for s in sim_plan.text_pieces(body, keys=_COUNTED_KEYS)
+    )
 
 
 def _code(rng: random.Random, size: int) -> str:

@@ -83,17 +83,18 @@ def text_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def text_pieces(node: Any, counted: bool = False) -> Iterator[str]:
-    """Every string of a JSON value that counts as input (see the module docstring)."""
+def text_pieces(node: Any, counted: bool = False, keys: frozenset[str] = TEXT_KEYS) -> Iterator[str]:
+    """Every string of a JSON value that counts as input: the strings under ``keys`` (see the
+    module docstring)."""
     if isinstance(node, str):
         if counted:
             yield node
     elif isinstance(node, list):
         for item in node:
-            yield from text_pieces(item, counted)
+            yield from text_pieces(item, counted, keys)
     elif isinstance(node, dict):
         for key, value in node.items():
-            yield from text_pieces(value, key in TEXT_KEYS)
+            yield from text_pieces(value, key in keys, keys)
 
 
 def input_tokens(body: dict[str, Any]) -> int:
