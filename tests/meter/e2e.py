@@ -21,7 +21,9 @@ from typing import Any
 import httpcore2
 import httpx2
 
-from bbnet.model import Bottle
+from bbnet.ledger import Ledger
+from bbnet.model import Bottle, Budget
+from bbnet.names import Scope
 from tests.conftest import BBNET
 
 STARTUP_SECONDS = 30.0
@@ -168,3 +170,17 @@ def wait_for(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 
 def source(bottle: Bottle) -> str:
     """The bottle's (first) address: where its test clients bind."""
     return bottle.addresses[0].split("/", 1)[0]
+
+
+def bottle_maker(ledger: Ledger, prefix: str, addresses: Iterator[int]) -> Callable[..., Bottle]:
+    """Register a bottle on the next loopback address of ``addresses``, optionally with a token
+    budget: ``make(budget=None, provider="*")``."""
+
+    def make(budget: int | None = None, provider: str = "*") -> Bottle:
+        n = next(addresses)
+        made = ledger.add_bottle(Bottle(f"{prefix}-{n}", addresses=(f"127.0.0.{n}/32",)))
+        if budget is not None:
+            ledger.set_budget(Budget(Scope.parse(f"bottle:{made.name}"), provider, "tokens", budget))
+        return made
+
+    return make

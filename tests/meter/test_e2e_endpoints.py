@@ -19,14 +19,21 @@ import pytest
 from backports import zstd
 
 from bbnet.ledger import Ledger
-from bbnet.model import Bottle, Budget
-from bbnet.names import Scope
+from bbnet.model import Bottle
 from bbnet.providers import classify
 from meter import gate
 from meter.addon import DEGRADED_HEADER
 from meter.sim import SimHandle
 from meter.sim_route import AZURE_DEPLOYED_MODEL
-from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, source, wait_for
+from tests.meter.e2e import (
+    MeterProxy,
+    bottle_maker,
+    http_client,
+    launch_proxy,
+    running_proxies,
+    source,
+    wait_for,
+)
 
 KEY = "sk-e2e" + secrets.token_hex(16)
 TOKEN = "ya29.e2e" + secrets.token_hex(16)
@@ -52,14 +59,7 @@ def meter(ledger: Ledger, sim: SimHandle) -> Iterator[MeterProxy]:
 
 @pytest.fixture
 def bottle(ledger: Ledger) -> Callable[..., Bottle]:
-    def make(budget: int | None = None, provider: str = "*") -> Bottle:
-        n = next(_addresses)
-        made = ledger.add_bottle(Bottle(f"ep-{n}", addresses=(f"127.0.0.{n}/32",)))
-        if budget is not None:
-            ledger.set_budget(Budget(Scope.parse(f"bottle:{made.name}"), provider, "tokens", budget))
-        return made
-
-    return make
+    return bottle_maker(ledger, "ep", _addresses)
 
 
 def sim_delta(sim: SimHandle, call: Callable[[], Any]) -> tuple[Any, dict[str, int]]:

@@ -25,7 +25,15 @@ from bbnet.providers import classify
 from meter import gate
 from meter.addon import DEGRADED_HEADER
 from meter.sim import SimHandle
-from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, source, wait_for
+from tests.meter.e2e import (
+    MeterProxy,
+    bottle_maker,
+    http_client,
+    launch_proxy,
+    running_proxies,
+    source,
+    wait_for,
+)
 
 ANTHROPIC_KEY = "sk-ant-api03-e2e" + secrets.token_hex(16)
 OPENAI_KEY = "sk-proj-e2e" + secrets.token_hex(16)
@@ -76,15 +84,7 @@ NewBottle = Callable[..., Bottle]
 @pytest.fixture
 def new_bottle(ledger: Ledger) -> NewBottle:
     """Register a bottle on a fresh loopback address, optionally with a token budget."""
-
-    def make(budget: int | None = None, provider: str = "*") -> Bottle:
-        n = next(_addresses)
-        bottle = ledger.add_bottle(Bottle(f"e2e-{n}", addresses=(f"127.0.0.{n}/32",)))
-        if budget is not None:
-            ledger.set_budget(Budget(Scope.parse(f"bottle:{bottle.name}"), provider, "tokens", budget))
-        return bottle
-
-    return make
+    return bottle_maker(ledger, "e2e", _addresses)
 
 
 def claude(proxy: MeterProxy, address: str) -> anthropic.Anthropic:
