@@ -2,7 +2,7 @@
 # Install the Debian/Ubuntu packages bbnet needs, plus any named as arguments (the tests' tools).
 # Idempotent: apt runs only when something is missing.
 set -euo pipefail
-pkgs=(nftables libnftables1 iproute2 ca-certificates procps "$@")
+pkgs=(nftables libnftables1 iproute2 ca-certificates procps postgresql "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

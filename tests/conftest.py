@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import pgserver
+
 REPO = Path(__file__).resolve().parents[1]
 # The recorded API exchanges: ``$BBNET_SHARED``, else ``shared/`` beside the repo (the team's copy),
 # else the copy kept in tests/fixtures so a lone clone still tests.
@@ -51,6 +53,25 @@ def run_bbnet(
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.PgServer]:
+    """One real PostgreSQL server for the session (fails, never skips, under CI=true)."""
+    try:
+        pgserver.bindir()
+    except pgserver.PgUnavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    with pgserver.running() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.PgServer) -> str:
+    """The URL of a fresh, empty database on the session's server."""
+    return pg_server.new_database()
 
 
 def have(cmd: str) -> bool:
