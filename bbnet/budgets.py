@@ -8,7 +8,6 @@ its period, off the hot path.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,7 +28,7 @@ from bbnet.model import (
 from bbnet.names import Scope
 from bbnet.prices import cost_usd
 from bbnet.providers import PROVIDER_KEYS
-from bbnet.store import LedgerError, Store, pool_from_row
+from bbnet.store import Conn, LedgerError, Store, pool_from_row
 
 _POOL_COLUMNS = "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, b.limit_amount, p.used, p.reserved"  # p.id is NULL where the budget has no pool for the period yet
 
@@ -133,21 +132,20 @@ class BudgetOps(Store):
 
     # -- pool plumbing -----------------------------------------------------------------------
 
-    def _ensure_pool(
-        self, c: sqlite3.Connection, scope: str, provider: str, unit: str, period: str, now: float
-    ) -> None:
+    def _ensure_pool(self, c: Conn, scope: str, provider: str, unit: str, period: str, now: float) -> None:
         start = arith.period_start(period, now)
-        cur = c.execute(
-            "INSERT OR IGNORE INTO pools (scope, provider, unit, period, period_start) VALUES (?, ?, ?, ?, ?)",
+        created = c.execute(
+            "INSERT INTO pools (scope, provider, unit, period, period_start) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING id",
             (scope, provider, unit, period, start),
-        )
-        if cur.rowcount:
+        ).fetchone()
+        if created is not None:
             used = self._usage_in_period(c, scope, provider, unit, start, arith.period_end(period, start))
             if used:
-                c.execute("UPDATE pools SET used = ? WHERE id = ?", (used, cur.lastrowid))
+                c.execute("UPDATE pools SET used = ? WHERE id = ?", (used, created[0]))
 
     def _usage_in_period(
-        self, c: sqlite3.Connection, scope: str, provider: str, unit: str, start: float, end: float
+        self, c: Conn, scope: str, provider: str, unit: str, start: float, end: float
     ) -> int:
         """Seed for a new pool: usage already recorded in its period (a scan, never on the hot path)."""
         amount = "input_tokens + output_tokens" if unit == "tokens" else "coalesce(cost_micros, 0)"
@@ -166,9 +164,7 @@ class BudgetOps(Store):
                 total += r["n"]
         return total
 
-    def _current_pools(
-        self, c: sqlite3.Connection, where: str, now: float, args: tuple[object, ...] = ()
-    ) -> list[sqlite3.Row]:
+    def _current_pools(self, c: Conn, where: str, now: float, args: tuple[object, ...] = ()) -> list[Any]:
         """Budgets matching ``where`` joined to their pool of the period containing ``now``.
 
         A budget whose current pool does not exist yet (a new period, a new budget) gets it created
@@ -197,8 +193,8 @@ class BudgetOps(Store):
         return query, (*(x for pair in zip(PERIODS, starts, strict=True) for x in pair), *args)
 
     def _path_pool_rows(
-        self, c: sqlite3.Connection, chain: list[str], agent: str | None, provider: str, now: float
-    ) -> list[sqlite3.Row]:
+        self, c: Conn, chain: list[str], agent: str | None, provider: str, now: float
+    ) -> list[Any]:
         """Current pools of every budget on the call's path, root first."""
         scopes = arith.path_scopes(chain, agent)
         marks = ",".join("?" * len(scopes))
@@ -216,7 +212,7 @@ class BudgetOps(Store):
         with self._tx() as c:
             held = c.execute(
                 "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.tokens, r.usd_micros"
-                " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+                " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
                 (req.key,),
             ).fetchone()
             if held["committed"]:
@@ -286,14 +282,14 @@ class BudgetOps(Store):
         with self._tx() as c:
             return self._record(c, key, usage)
 
-    def _record(self, c: sqlite3.Connection, key: str, usage: UsageRecord) -> CommitResult:
+    def _record(self, c: Conn, key: str, usage: UsageRecord) -> CommitResult:
         """The commit inside an open transaction: insert the row, move the hold to used."""
         cost = cost_usd(usage.provider, usage.model, usage)
         micros = None if cost is None else round(cost * MICROS_PER_USD)
         ts = time.time() if usage.ts is None else usage.ts
         found = c.execute(
             "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
-            " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+            " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
             (key,),
         ).fetchone()
         if found["committed"]:
@@ -360,8 +356,9 @@ class BudgetOps(Store):
         with self._tx() as c:
             return sum(
                 c.execute(
-                    "UPDATE reservations SET expires_at = ?, output_seen = max(output_seen, ?) WHERE key = ?",
-                    (until, max(out, 0), key),
+                    "UPDATE reservations SET expires_at = ?, output_seen = CASE WHEN output_seen > ? THEN output_seen"
+                    " ELSE ? END WHERE key = ?",
+                    (until, max(out, 0), max(out, 0), key),
                 ).rowcount
                 for key, out in seen.items()
             )
@@ -384,7 +381,7 @@ class BudgetOps(Store):
         return [dict(r) for r in self._read("SELECT * FROM reservations ORDER BY created_at")]
 
     @staticmethod
-    def _drop_hold(c: sqlite3.Connection, key: str) -> bool:
+    def _drop_hold(c: Conn, key: str) -> bool:
         row = c.execute("SELECT pools FROM reservations WHERE key = ?", (key,)).fetchone()
         if row is None:
             return False

@@ -129,7 +129,8 @@ def ledger_info(db: DbOpt = None, json_: JsonOpt = False) -> None:
     if json_:
         print_json(info)
         return
-    console.print(f"path            {info['path']} (mode {info['mode']})")
+    mode = f" (mode {info['mode']})" if info["mode"] else ""
+    console.print(f"path            {info['path']}{mode}")
     console.print(f"schema version  {info['schema_version']}")
     console.print("size            " + ", ".join(f"{k} {v:,} B" for k, v in info["bytes"].items()))
     console.print("rows            " + ", ".join(f"{k} {v:,}" for k, v in info["rows"].items()))
