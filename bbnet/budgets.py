@@ -49,6 +49,7 @@ def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
         estimated=True,
         lost=True,
         ts=reservation["created_at"],
+        node=reservation["node"],
     )
 
 
@@ -115,8 +116,7 @@ class BudgetOps(Store):
         never wait for, or hold, the write lock.
         """
         now = time.time() if now is None else now
-        with self._lock:
-            rows = self._conn.execute(*self._current_pools_query("1 = 1", now)).fetchall()
+        rows = self._read(*self._current_pools_query("1 = 1", now))
         if all(r["id"] is not None for r in rows):
             return [pool_from_row(r) for r in rows]
         with self._tx() as c:
@@ -244,7 +244,7 @@ class BudgetOps(Store):
                     c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
             c.execute(
                 "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
-                " created_at, expires_at, input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, input_tokens, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     req.key,
                     req.bottle,
@@ -257,6 +257,7 @@ class BudgetOps(Store):
                     now,
                     now + req.lease_seconds,
                     req.input_tokens,
+                    self.node,
                 ),
             )
         return ReserveResult(
@@ -316,8 +317,8 @@ class BudgetOps(Store):
         c.execute(
             "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"
             " output_tokens, cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros,"
-            " estimated, stream, status, latency_ms, lost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?, ?, ?, ?)",
+            " estimated, stream, status, latency_ms, lost, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 ts,
@@ -340,6 +341,7 @@ class BudgetOps(Store):
                 usage.status,
                 usage.latency_ms,
                 int(usage.lost),
+                usage.node or self.node,
             ),
         )
         return CommitResult(True, key, cost, tuple(exhausted))

@@ -50,11 +50,17 @@ def describe(url: str, e: Exception) -> str:
     """One line for a psycopg failure, with the password scrubbed from whatever the driver said."""
     lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
     # libpq: "connection failed: connection to server at ... failed: FATAL:  password ..."
-    text = lines[0] if lines else type(e).__name__
+    text = (lines[0] if lines else type(e).__name__).removeprefix("connection failed: ")
     password = urlsplit(url).password
     if password:
         text = text.replace(password, "***")
     return " ".join(text.split())
+
+
+def refused(e: Exception) -> bool:
+    """The server answered and refused (wrong password, no such database), or the URL is wrong:
+    retrying will not help, unlike a server that cannot be reached."""
+    return any(mark in str(e) for mark in ("FATAL:", "connection is bad", "invalid", "missing"))
 
 
 class Row(Sequence[Any]):
@@ -98,10 +104,11 @@ class _IntegralNumeric(Loader):
 class PgConnection:
     """One psycopg connection (autocommit: reads are single statements, writes open a transaction)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, connect: bool = True) -> None:
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
-        self._connect()
+        if connect:
+            self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(

@@ -142,6 +142,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, bottle, host, code)
     );
     """,
+    # v7: the node (host) that metered each call, so a fleet's reports can group per host; a
+    # reservation keeps it too, so a lost call is billed to the node that made it. NULL: before v7
+    """
+    ALTER TABLE usage ADD COLUMN node TEXT;
+    ALTER TABLE reservations ADD COLUMN node TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,11 +15,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_PROXY_PORT
+from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_DB, DEFAULT_PROXY_PORT
 from bbnet.egress import PolicyDoc
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, Budget
-from bbnet.names import Scope
+from bbnet.names import Scope, node_name
 from bbnet.providers import PROVIDER_KEYS, Provider, openai_compatible
 
 DEFAULT_SETTINGS = "/etc/bbnet/settings.yml"
@@ -60,6 +60,19 @@ class ExtraProvider(_Strict):
         return openai_compatible(self.key, self.host, self.price_provider)
 
 
+class LedgerSettings(_Strict):
+    """Where the ledger is (``--db`` and ``BBNET_DB`` win): a SQLite file or a ``postgresql://`` URL."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith(("postgresql://", "postgres://", "/"))):
+            raise ValueError("expected a postgresql:// URL or an absolute file path")
+        return v
+
+
 class Settings(_Strict):
     budget: TokenLimits = {}
     bottle_defaults: TokenLimits = {}
@@ -73,6 +86,17 @@ class Settings(_Strict):
     proxy_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PROXY_PORT
     providers: list[ExtraProvider] = []
     egress: PolicyDoc = PolicyDoc()  # the host default; absent: the LLM providers only
+    ledger: LedgerSettings = LedgerSettings()
+    node: str | None = None  # this host's name in usage rows; None: the machine's host name
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str | None) -> str | None:
+        return None if v is None else node_name(v)
+
+    def ledger_target(self, db: str | None) -> str:
+        """The ledger to open: ``--db``/``BBNET_DB`` if given, else ``ledger.url``, else the default file."""
+        return db or self.ledger.url or DEFAULT_DB
 
     @field_validator("address_pool")
     @classmethod

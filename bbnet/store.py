@@ -30,14 +30,15 @@ from typing import Any, Protocol, Self
 import psycopg
 
 from bbnet import pg
+from bbnet.defaults import DEFAULT_DB
 from bbnet.dialect import POSTGRES, SQLITE, pg_schema
 from bbnet.model import (
     Bottle,
     PoolView,
 )
+from bbnet.names import node_name
 from bbnet.schema import MIGRATIONS, SCHEMA_VERSION
 
-DEFAULT_DB = "/var/lib/bbnet/ledger.db"
 BUSY_TIMEOUT_MS = 10_000
 _RETRY_SECONDS = 30.0
 _MAX_DEPTH = 16
@@ -69,7 +70,8 @@ def default_path() -> str:
 
 
 def default_node() -> str:
-    """The machine's host name, the default name of the node that meters a call."""
+    """The machine's host name (its first label, lowercased): the default name of the node that
+    meters a call (settings ``node:``)."""
     return socket.gethostname().split(".")[0].lower()
 
 
@@ -106,15 +108,26 @@ class Store:
     """A connection to the ledger. Safe to share between threads of one process."""
 
     def __init__(
-        self, conn: Any, *, path: Path | None = None, url: str | None = None, node: str = ""
+        self,
+        conn: Any,
+        *,
+        path: Path | None = None,
+        url: str | None = None,
+        node: str = "",
+        ready: bool = True,
     ) -> None:
         self._conn = conn
+        self._ready = ready  # migrated; False: a lazy PostgreSQL open that has not reached the server yet
         self._lock = threading.RLock()
         self._path = path  # the SQLite file; None on PostgreSQL
         self.url = url  # the PostgreSQL URL (with its password: never print it); None on SQLite
         self.dialect = POSTGRES if url is not None else SQLITE
         self.where = pg.redact(url) if url is not None else str(path)  # for messages
-        self.node = node or default_node()
+        try:
+            self.node = node_name(node or default_node())
+        except ValueError as e:
+            conn.close()
+            raise LedgerError(f"{e} (set node: in the settings)") from None
 
     @property
     def path(self) -> Path:
@@ -126,13 +139,18 @@ class Store:
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, target: str | Path | None = None, *, create: bool = True, node: str = "") -> Self:
+    def open(
+        cls, target: str | Path | None = None, *, create: bool = True, node: str = "", lazy: bool = False
+    ) -> Self:
         """Open (and create, and migrate) the ledger at ``target``: a file path or a ``postgresql://`` URL.
 
-        ``node`` names this host in the usage rows it writes (default: the host name)."""
+        ``node`` names this host in the usage rows it writes (default: the host name). ``lazy``
+        (PostgreSQL): a server that cannot be reached yet is no error here; every call raises
+        :class:`LedgerUnreachable` until it can be, and the first that reaches it migrates. A server
+        that answers and refuses (wrong password, no such database) is always an error here."""
         where = str(target) if target is not None else default_path()
         if pg.is_url(where):
-            return cls._open_postgres(where, create, node)
+            return cls._open_postgres(where, create, node, lazy)
         return cls._open_sqlite(Path(where), create, node)
 
     @classmethod
@@ -163,13 +181,16 @@ class Store:
         return ledger
 
     @classmethod
-    def _open_postgres(cls, url: str, create: bool, node: str) -> Self:
+    def _open_postgres(cls, url: str, create: bool, node: str, lazy: bool) -> Self:
         try:
             conn = pg.PgConnection(url)
         except psycopg.Error as e:
-            raise LedgerUnreachable(
-                f"cannot open ledger at {pg.redact(url)}: {pg.describe(url, e)}"
-            ) from None
+            problem = f"cannot open ledger at {pg.redact(url)}: {pg.describe(url, e)}"
+            if pg.refused(e):
+                raise LedgerError(problem) from None
+            if not lazy:
+                raise LedgerUnreachable(problem) from None
+            return cls(pg.PgConnection(url, connect=False), url=url, node=node, ready=False)
         ledger = cls(conn, url=url, node=node)
         try:
             ledger._migrate(create)
@@ -224,6 +245,7 @@ class Store:
         the lock), or PostgreSQL's transaction under the ledger's advisory write lock."""
         with self._lock:
             if self.dialect == POSTGRES:
+                self._ensure_ready()
                 with self._unreachable_as_error(), self._conn.transaction() as c:
                     yield c
                 return
@@ -260,8 +282,21 @@ class Store:
             ) from None
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock, self._unreachable_as_error():
-            return self._conn.execute(sql, args).fetchall()
+        with self._lock:
+            self._ensure_ready()
+            with self._unreachable_as_error():
+                return self._conn.execute(sql, args).fetchall()
+
+    def _ensure_ready(self) -> None:
+        """A lazy open's migration, on the first call that reaches the server."""
+        if self._ready:
+            return
+        self._ready = True  # the migration's own statements come through here
+        try:
+            self._migrate()
+        except BaseException:
+            self._ready = False
+            raise
 
     def data_version(self) -> int:
         """Changes when another connection commits: a cheap "did anything change?" probe.
