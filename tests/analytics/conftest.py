@@ -29,7 +29,7 @@ AGENTS = ("planner", "coder")
 
 @dataclass(frozen=True)
 class Built:
-    path: Path
+    path: Path | str  # a SQLite file or a PostgreSQL URL
     now: float
     calls: tuple[UsageRecord, ...]
     actions: tuple[tuple[str | None, str, str, str, str], ...]  # bottle, action, actor, reason, result
@@ -65,7 +65,11 @@ def _calls(now: float, rng: random.Random, count: int) -> list[UsageRecord]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    return build(tmp_path_factory.mktemp("ledger") / "ledger.db")
+
+
+def build(path: Path | str) -> Built:
+    """The known ledger, written at ``path`` (a file, or a PostgreSQL URL)."""
     now = time.time()
     rng = random.Random(6)
     calls = _calls(now, rng, 400)
