@@ -25,6 +25,7 @@ MODELS = (
 )
 BOTTLES = (("alpha", None), ("beta", "alpha"), ("gamma", None))
 AGENTS = ("planner", "coder")
+NODES = ("host-a", "host-b")  # the hosts that metered the calls (a fleet's)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def _calls(now: float, rng: random.Random, count: int) -> list[UsageRecord]:
                 reasoning_tokens=reasoning,
                 estimated=rng.random() < 0.1,
                 ts=now - rng.uniform(0, 3 * 86400),  # the last three days
+                node=rng.choice(NODES),
             )
         )
     return calls
@@ -100,7 +102,7 @@ def build(path: Path | str) -> Built:
         assert len(ledger.sweep_expired()) == len(lost)
         for row in ledger.usage(since_id=len(calls)):
             record = UsageRecord(row["bottle"], "coder", "anthropic", row["model"], input_tokens=row["input_tokens"],
-                                 estimated=True, lost=True, ts=row["ts"])  # fmt: skip
+                                 estimated=True, lost=True, ts=row["ts"], node=row["node"])  # fmt: skip
             calls.append(record)
         assert [(c.bottle, c.model, c.input_tokens) for c in calls[-len(lost) :]] == list(lost)
         held = ledger.reserve(
