@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.harness import (
+    PYTHON,
     Agent,
     Service,
     actions,
@@ -154,6 +155,36 @@ def test_metrics_agree_with_the_ledger(service: Service) -> None:
     assert value(s, "bbnet_pool_used", scope=f"bottle:{a.name}", provider="openai") == pool.used
     assert value(s, "bbnet_pool_limit", scope=f"bottle:{a.name}", provider="openai") == 10_000_000
     assert not actions(service, a.name, "soft_limit")  # 10M is far from 50 %
+
+
+REFUSED = """
+import sys, anthropic, httpx2
+proxy, ca = sys.argv[1], sys.argv[2]
+client = anthropic.Anthropic(api_key="sk-ant-not-a-key", max_retries=0,
+                             http_client=httpx2.Client(proxy=proxy, verify=ca, timeout=10))
+try:
+    client.messages.batches.list()  # a GET the meter cannot meter: UNMETERED
+except anthropic.PermissionDeniedError as e:
+    print(e.response.json()["bbnet_code"])
+print(httpx2.Client(proxy=proxy, verify=ca, timeout=10).get("https://example.org/x").json()["bbnet_code"])
+"""
+
+
+def test_refusals_are_counted_like_the_ledger(service: Service) -> None:
+    bottle = create_bottle(service, "mxref")
+    out = service.ok("bottle", "exec", bottle.name, "--", PYTHON, "-c", REFUSED, bottle.proxy_url, service.ca)
+    assert out.split() == ["UNMETERED", "EGRESS_DENIED"], out
+
+    def counted() -> bool:
+        with service.ledger() as ledger:
+            rows = ledger.refusals()
+        s = scrape(service)
+        return all(
+            value(s, "bbnet_unmetered_refusals_total", code=code) == sum(r["count"] for r in rows if r["code"] == code)
+            > 0 for code in ("UNMETERED", "EGRESS_DENIED")
+        )  # fmt: skip
+
+    eventually(counted, 20, "refusals counted as the ledger has them")
 
 
 def test_soft_limits_once_per_threshold_then_cutoff(service: Service, receiver: Receiver,
