@@ -21,6 +21,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -88,26 +89,55 @@ class Metrics:
                                    ["threshold"], registry=r)  # fmt: skip
         self.webhooks = Counter("bbnet_webhook_deliveries", "Soft-limit webhooks, by result (ok | failed)",
                                 ["result"], registry=r)  # fmt: skip
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._outcomes: dict[tuple[str, str], Counter] = {}
 
     def observe_commit(self, usage: UsageRecord, result: CommitResult) -> None:
         if not result.recorded:  # a retried commit: its usage row was counted the first time
             return
-        p, b = usage.provider, usage.bottle
-        self.calls.labels(p, b, "true" if usage.estimated else "false").inc()
-        self.tokens.labels(p, b, "input").inc(usage.input_tokens)
-        self.tokens.labels(p, b, "output").inc(usage.output_tokens)
-        for kind, attr in TOKEN_PARTS:
+        c = self._series.get((usage.provider, usage.bottle)) or self._bind(usage.provider, usage.bottle)
+        (c.estimated if usage.estimated else c.measured).inc()
+        c.input.inc(usage.input_tokens)
+        c.output.inc(usage.output_tokens)
+        for (_, attr), counter in zip(TOKEN_PARTS, c.parts, strict=True):
             if n := getattr(usage, attr):
-                self.tokens.labels(p, b, kind).inc(n)
+                counter.inc(n)
         if result.cost_usd:
-            self.cost.labels(p, b).inc(result.cost_usd)
-        self.token_usage.labels(p, "input").observe(usage.input_tokens)
-        self.token_usage.labels(p, "output").observe(usage.output_tokens)
+            c.cost.inc(result.cost_usd)
+        c.input_usage.observe(usage.input_tokens)
+        c.output_usage.observe(usage.output_tokens)
         if usage.latency_ms is not None:
-            self.call_duration.labels(p).observe(usage.latency_ms / 1000)
+            c.duration.observe(usage.latency_ms / 1000)
+
+    def _bind(self, provider: str, bottle: str) -> _Series:
+        """A (provider, bottle)'s series, looked up once: a commit then costs no label lookups."""
+        p, b = provider, bottle
+        series = self._series[(p, b)] = _Series(
+            self.calls.labels(p, b, "false"), self.calls.labels(p, b, "true"),
+            self.tokens.labels(p, b, "input"), self.tokens.labels(p, b, "output"),
+            tuple(self.tokens.labels(p, b, kind) for kind, _ in TOKEN_PARTS), self.cost.labels(p, b),
+            self.token_usage.labels(p, "input"), self.token_usage.labels(p, "output"),
+            self.call_duration.labels(p),
+        )  # fmt: skip
+        return series
 
     def observe_reserve(self, provider: str, result: ReserveResult) -> None:
-        self.reservations.labels(provider, result.outcome.value).inc()
+        key = (provider, result.outcome.value)
+        counter = self._outcomes.get(key) or self._outcomes.setdefault(key, self.reservations.labels(*key))
+        counter.inc()
+
+
+@dataclass(frozen=True)
+class _Series:
+    measured: Counter
+    estimated: Counter
+    input: Counter
+    output: Counter
+    parts: tuple[Counter, ...]  # TOKEN_PARTS' order
+    cost: Counter
+    input_usage: Histogram
+    output_usage: Histogram
+    duration: Histogram
 
 
 _active: Metrics | None = None
