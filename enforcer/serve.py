@@ -82,14 +82,17 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def metrics_listener(settings: Settings, ledger: Ledger) -> Iterator[metrics.Metrics | None]:
-    """``/metrics`` for the life of the service (``metrics.enabled``). A listener that cannot bind
-    is logged and left out: observability never keeps enforcement from starting."""
+def metrics_listener(settings: Settings, db: str) -> Iterator[metrics.Metrics | None]:
+    """``/metrics`` for the life of the service (``metrics.enabled``), its gauges read through a
+    ledger connection of their own (a scrape never waits on, or holds up, the meter's or the
+    controller's). A listener that cannot bind is logged and left out: observability never keeps
+    enforcement from starting."""
     if not settings.metrics.enabled:
         yield None
         return
     m = metrics.enable()
-    m.registry.register(metrics.LedgerGauges(ledger))
+    gauges = Ledger.open(db)
+    m.registry.register(metrics.LedgerGauges(gauges))
     host, port = settings.metrics.address()
     listener = None
     try:
@@ -103,6 +106,7 @@ def metrics_listener(settings: Settings, ledger: Ledger) -> Iterator[metrics.Met
     finally:
         if listener is not None:
             listener.close()
+        gauges.close()
         metrics.disable()
 
 
@@ -114,8 +118,7 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
     from meter.run_cli import egress_default
 
     require_root()
-    with single_instance(lock), Ledger.open(db) as controller_ledger, \
-            metrics_listener(settings, controller_ledger) as m:  # fmt: skip
+    with single_instance(lock), metrics_listener(settings, db) as m, Ledger.open(db) as controller_ledger:
         meter_ledger = Ledger.open(db)
         if m is not None:
             metrics.instrument(meter_ledger, m)
