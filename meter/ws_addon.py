@@ -196,6 +196,7 @@ class SocketMeter:
                 governing: PoolView | None, detail: str, event_id: str | None, needed: int = 0) -> None:  # fmt: skip
         """Drop the client's message and answer it with an error event; the socket stays open."""
         msg.drop()
+        metrics.deny(code, sock.endpoint.match.provider)
         event = errors.socket_error(sock.endpoint.match.family, code, governing, detail, event_id, needed)
         ctx.master.commands.call("inject.websocket", flow, True, event, True)
 
