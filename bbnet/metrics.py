@@ -2,17 +2,18 @@
 
 The planes call the module-level hooks (:func:`deny`, :func:`refusal`, :func:`cutoff`, ...) where
 things happen; each is a no-op until :func:`enable` (``bbnet serve`` with ``metrics.enabled``), and
-a counter increment when on (~1 µs). Usage, reservations and ledger latency are not hooked in the
-meter at all: :func:`instrument` wraps a ledger's reserve/commit/release/renew/sweep calls, so
-whatever backend stands behind the repository API is timed and counted the same way. Pools and
-reservations in flight are read from the ledger when ``/metrics`` is scraped (:class:`LedgerGauges`).
+a counter increment when on (a few µs: bench/metrics_bench.py). Usage, reservations and ledger
+latency are not hooked in the meter at all: :func:`instrument` wraps a ledger's reserve, commit,
+release, renew and sweep calls, so whatever backend stands behind the repository API is timed and
+counted the same way. Pools and reservations in flight are read from the ledger when ``/metrics``
+is scraped (:class:`LedgerGauges`).
 
 Label values are bounded: providers come from the catalogue, bottles are validated names of
 bottles that exist, codes and policies are fixed sets, thresholds come from the settings file. No
 model string, URL, host or agent header is ever a label. Names follow the OpenTelemetry GenAI
 semantic conventions where one exists (``gen_ai_client_token_usage``,
-``gen_ai_client_operation_duration_seconds``); the rest are ``bbnet_*``. README's "Metrics"
-section lists every metric.
+``gen_ai_client_operation_duration_seconds``); the rest are ``bbnet_*``. README's "Metrics and
+soft limits" section lists every metric.
 """
 
 from __future__ import annotations
