@@ -1,10 +1,11 @@
 """What the metrics cost per call: the wrapped ledger's reserve+commit against the bare one, on
-twin real SQLite files, plus the meter hooks (a deny) on and off, and one /metrics scrape.
+twin real SQLite files, the metrics' own work alone, the meter hooks on and off, one scrape.
 
 Prints JSON: microseconds per reserve+commit pair bare / instrumented (medians of ``--rounds``
 rounds of ``--pairs`` pairs, interleaved so both see the same machine; on a busy machine their
-difference is mostly noise), the metrics' own work per commit and per reserve measured alone, per
-hook call on and off, and the scrape's time and size with ``--pools`` pools in the ledger.
+difference is within the noise), the metrics' own work per commit and per reserve measured alone
+(what the wrappers add: the figure to go by), per hook call on and off, and the scrape's time
+and size with ``--pools`` pools in the ledger.
 Usage: python bench/metrics_bench.py [--rounds 5] [--pairs 2000] [--pools 100]
 """
 
