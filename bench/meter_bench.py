@@ -194,12 +194,17 @@ def agent_call(agent: str, body: bytes, stream: bool) -> Call:
     return Call(f"{HOST_URL}/v1/messages", ANTHROPIC, out)
 
 
+@functools.cache
+def conversation(agent: str) -> list[agent_corpus.Turn]:
+    return agent_corpus.conversation(agent)
+
+
 def agent_calls(target: int, stream: bool) -> list[Call]:
     """Per agent, ``TURNS_PER_AGENT`` consecutive turns around the first of ``target`` bytes (ending
     at the conversation's last turn, ~1 MB); the agents' calls interleaved, each agent's in order."""
     per_agent = []
     for agent in agent_corpus.CORPUS:
-        turns = agent_corpus.conversation(agent)
+        turns = conversation(agent)
         at = next((i for i, t in enumerate(turns) if len(t.body) >= target), len(turns) - 1)
         first = max(0, min(at - TURNS_PER_AGENT // 2, len(turns) - TURNS_PER_AGENT))
         per_agent.append([agent_call(agent, t.body, stream) for t in turns[first : first + TURNS_PER_AGENT]])

@@ -32,9 +32,9 @@ from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
-from meter import egress, errors, estimate, gate, request
+from meter import egress, errors, estimate, gate, request, shape
 from meter.attribution import AGENT_HEADER, Directory
-from meter.prefix import PrefixMemory
+from meter.prefix import PrefixMemory, Recall
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
 from meter.ws import Endpoint
@@ -89,6 +89,7 @@ class Call:
     tap: StreamTap | None = None
     finished: bool = field(default=False)
     socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
+    shape: shape.Shape | None = None  # where the body's conversation sits, when read from an earlier one
 
 
 class Meter:
@@ -253,7 +254,11 @@ class Meter:
             flow.response = http.Response.make(err.status, err.body, err.headers)
             log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
             return
-        plan = gate.plan(match, path, body, self.memory.estimate(bottle.name, agent, body))
+        recall = self.memory.recall(bottle.name, agent, body)
+        read = _read_from(recall, body)
+        plan, doc = gate.plan_read(
+            match, path, body, recall.estimate if recall else None, read.doc if read else None
+        )
         key = flow.id
         try:
             result = self.ledger.reserve(gate.reserve_request(
@@ -269,11 +274,12 @@ class Meter:
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s", bottle.name, agent,
                      plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
-        rw = gate.rewrite(plan, body, result)
+        rw = gate.rewrite(plan, body, result, doc)
         if rw.body is not body:
             flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
-                                   time.monotonic(), result, rw.degraded_to, rw.injected_usage)  # fmt: skip
+                                   time.monotonic(), result, rw.degraded_to, rw.injected_usage,
+                                   shape=read.shape if read else None)  # fmt: skip
         self._live[key] = flow
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
@@ -414,9 +420,9 @@ class Meter:
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
         if result.recorded and not record.estimated and not call.socket:
-            self.memory.learn(
-                call.bottle, call.agent, call.request_body, record.input_tokens
-            )  # cache included
+            body = call.request_body  # its input count includes the cache's
+            found = call.shape or (shape.of(body, call.match.family) if call.plan.readable else None)
+            self.memory.learn(call.bottle, call.agent, body, record.input_tokens, found)
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 
@@ -430,6 +436,14 @@ class Meter:
             )
             return
         log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
+
+
+def _read_from(recall: Recall | None, body: bytes) -> shape.Read | None:
+    """The body read from the shape of the remembered call it shares its start with (meter/shape.py),
+    when that call's shape is known: its top-level members without parsing its whole conversation."""
+    if recall is None or recall.overlap.known.shape is None:
+        return None
+    return shape.follow(recall.overlap.known.shape, body, recall.overlap.prefix)
 
 
 def _output_seen(flow: http.HTTPFlow) -> int:

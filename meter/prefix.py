@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from meter.estimate import CHARS_PER_TOKEN, PER_DOCUMENT_BYTES_PER_TOKEN, PER_IMAGE, PER_MESSAGE
+from meter.shape import Shape
 
 DEFAULT_RATIO = 1.0  # real tokens per heuristic token of changed text, before an agent's own is learned
 BLOCK = 4096  # compare in blocks (doubling while they match), then bisect inside the one that differs
@@ -73,10 +74,12 @@ def common_suffix(a: bytes, b: bytes, limit: int) -> int:
 
 @dataclass(frozen=True)
 class Known:
-    """A committed call: its request body and the input tokens the provider counted."""
+    """A committed call: its request body, the input tokens the provider counted, and where its
+    conversation sits (meter/shape.py: the next turn is read from there), when known."""
 
     body: bytes
     input_tokens: int
+    shape: Shape | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ class Overlap:
     @property
     def shared(self) -> int:
         return len(self.known.body) - self.dropped
+
+    @property
+    def prefix(self) -> int:
+        """Bytes shared at the start."""
+        return len(self.known.body) - self.dropped - self.suffix
 
 
 def overlap(known: Known, body: bytes) -> Overlap:
@@ -166,6 +174,12 @@ def _changes(o: Overlap, body: bytes) -> tuple[Segment, Segment]:
     return segment(body, prefix, prefix + o.added), segment(o.known.body, prefix, prefix + o.dropped)
 
 
+@dataclass(frozen=True)
+class Recall:
+    estimate: int  # input tokens
+    overlap: Overlap  # with the remembered call the estimate comes from
+
+
 @dataclass
 class _Agent:
     known: list[Known] = field(default_factory=list)  # newest last
@@ -183,13 +197,20 @@ class PrefixMemory:
 
     def estimate(self, bottle: str, agent: str, body: bytes) -> int | None:
         """The learned estimate for ``body``, or None when nothing remembered is close enough."""
+        found = self.recall(bottle, agent, body)
+        return None if found is None else found.estimate
+
+    def recall(self, bottle: str, agent: str, body: bytes) -> Recall | None:
+        """The learned estimate for ``body`` and the remembered call it comes from, or None."""
         state = self._agents.get((bottle, agent))
         if state is None or not body:
             return None
         o = best_overlap(state.known, body)
-        return None if o is None else estimate(o, body, state.ratio)
+        return None if o is None else Recall(estimate(o, body, state.ratio), o)
 
-    def learn(self, bottle: str, agent: str, body: bytes, input_tokens: int) -> None:
+    def learn(
+        self, bottle: str, agent: str, body: bytes, input_tokens: int, shape: Shape | None = None
+    ) -> None:
         """Remember a committed call's body and real input count; refine the agent's ratio (real
         tokens per heuristic token of changed text) from how much the count moved since a call it
         shares with."""
@@ -210,7 +231,7 @@ class PrefixMemory:
         if o is not None and o.added == 0 and o.dropped == 0:
             state.known.remove(o.known)  # the same body again: keep one copy, the newest count
             self._bytes -= len(o.known.body)
-        state.known.append(Known(body, input_tokens))
+        state.known.append(Known(body, input_tokens, shape))
         self._bytes += len(body)
         if len(state.known) > self.per_agent:
             self._bytes -= len(state.known.pop(0).body)
