@@ -90,6 +90,7 @@ class Call:
     finished: bool = field(default=False)
     socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
     shape: shape.Shape | None = None  # where the body's conversation sits, when read from an earlier one
+    recalled: Recall | None = None  # what the prefix memory found for the body
 
 
 class Meter:
@@ -279,7 +280,7 @@ class Meter:
             flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
                                    time.monotonic(), result, rw.degraded_to, rw.injected_usage,
-                                   shape=read.shape if read else None)  # fmt: skip
+                                   shape=read.shape if read else None, recalled=recall)  # fmt: skip
         self._live[key] = flow
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
@@ -422,7 +423,7 @@ class Meter:
         if result.recorded and not record.estimated and not call.socket:
             body = call.request_body  # its input count includes the cache's
             found = call.shape or (shape.of(body, call.match.family) if call.plan.readable else None)
-            self.memory.learn(call.bottle, call.agent, body, record.input_tokens, found)
+            self.memory.learn(call.bottle, call.agent, body, record.input_tokens, found, call.recalled)
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 
@@ -443,7 +444,7 @@ def _read_from(recall: Recall | None, body: bytes) -> shape.Read | None:
     when that call's shape is known: its top-level members without parsing its whole conversation."""
     if recall is None or recall.overlap.known.shape is None:
         return None
-    return shape.follow(recall.overlap.known.shape, body, recall.overlap.prefix)
+    return shape.follow(recall.overlap.known.shape, body, recall.overlap.prefix, recall.overlap.suffix)
 
 
 def _output_seen(flow: http.HTTPFlow) -> int:

@@ -40,16 +40,22 @@ _KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
 _MIN_CHANGE = 64  # heuristic tokens of changed text below which a count's move is no measure of the ratio
 
 
+def _same(a: bytes, i: int, b: memoryview, j: int, n: int) -> bool:
+    """``a[i:i+n] == b[j:j+n]``, without copying either (a slice of bytes is a copy: 1 MB bodies)."""
+    return a.startswith(b[j : j + n], i)
+
+
 def common_prefix(a: bytes, b: bytes) -> int:
     """Length of the longest common prefix of ``a`` and ``b``."""
     limit = min(len(a), len(b))
+    view = memoryview(b)
     lo, step = 0, BLOCK
-    while lo + step <= limit and a[lo : lo + step] == b[lo : lo + step]:
+    while lo + step <= limit and _same(a, lo, view, lo, step):
         lo, step = lo + step, step * 2
     hi = min(lo + step, limit)  # the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[lo:mid] == b[lo:mid]:
+        if _same(a, lo, view, lo, mid - lo):
             lo = mid
         else:
             hi = mid - 1
@@ -59,13 +65,14 @@ def common_prefix(a: bytes, b: bytes) -> int:
 def common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """Length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
     limit = min(limit, len(a), len(b))
+    view = memoryview(b)
     n, step = 0, BLOCK
-    while n + step <= limit and a[len(a) - n - step : len(a) - n] == b[len(b) - n - step : len(b) - n]:
+    while n + step <= limit and _same(a, len(a) - n - step, view, len(b) - n - step, step):
         n, step = n + step, step * 2
     lo, hi = n, min(n + step, limit)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]:
+        if _same(a, len(a) - mid, view, len(b) - mid, mid - lo):
             lo = mid
         else:
             hi = mid - 1
@@ -164,7 +171,11 @@ def segment(body: bytes, start: int, end: int) -> Segment:
 
 def estimate(o: Overlap, body: bytes, ratio: float) -> int:
     """The known call's real count, moved by what was added and dropped since."""
-    added, dropped = _changes(o, body)
+    return _moved(o, _changes(o, body), ratio)
+
+
+def _moved(o: Overlap, changes: tuple[Segment, Segment], ratio: float) -> int:
+    added, dropped = changes
     moved = (added.plain - dropped.plain) * ratio + added.blob_tokens - dropped.blob_tokens
     return max(1, round(o.known.input_tokens + moved))
 
@@ -178,6 +189,7 @@ def _changes(o: Overlap, body: bytes) -> tuple[Segment, Segment]:
 class Recall:
     estimate: int  # input tokens
     overlap: Overlap  # with the remembered call the estimate comes from
+    changes: tuple[Segment, Segment]  # the bytes added and dropped since it, priced
 
 
 @dataclass
@@ -206,22 +218,30 @@ class PrefixMemory:
         if state is None or not body:
             return None
         o = best_overlap(state.known, body)
-        return None if o is None else Recall(estimate(o, body, state.ratio), o)
+        if o is None:
+            return None
+        changes = _changes(o, body)
+        return Recall(_moved(o, changes, state.ratio), o, changes)
 
-    def learn(
-        self, bottle: str, agent: str, body: bytes, input_tokens: int, shape: Shape | None = None
-    ) -> None:
+    def learn(self, bottle: str, agent: str, body: bytes, input_tokens: int, shape: Shape | None = None,
+              recalled: Recall | None = None) -> None:  # fmt: skip
         """Remember a committed call's body and real input count; refine the agent's ratio (real
         tokens per heuristic token of changed text) from how much the count moved since a call it
-        shares with."""
+        shares with. ``recalled``: what :meth:`recall` found for this body before it was sent; its
+        comparison is reused (not made again) while the call it names is still remembered."""
         if not body or input_tokens <= 0:
             return
         key = (bottle, agent)
         state = self._agents.pop(key, None) or _Agent()
         self._agents[key] = state
-        o = best_overlap(state.known, body)
+        if recalled is not None and any(k is recalled.overlap.known for k in state.known):
+            o: Overlap | None = recalled.overlap
+            changes = recalled.changes
+        else:
+            o = best_overlap(state.known, body)
+            changes = _changes(o, body) if o is not None else (Segment(0, 0), Segment(0, 0))
         if o is not None:
-            added, dropped = _changes(o, body)
+            added, dropped = changes
             changed = added.plain - dropped.plain
             if changed > _MIN_CHANGE:
                 moved = input_tokens - o.known.input_tokens - added.blob_tokens + dropped.blob_tokens

@@ -19,7 +19,8 @@ object, and the members it yields are those a full parse yields (duplicate keys:
 for a full parse; a second conversation key sends the body to the full parse instead).
 
 A :class:`Shape` records, for a body: the conversation's key, the offsets where each of its
-elements starts (and the offset just inside its ``[``), and the members before it, parsed. Pure.
+elements starts (and the offset just inside its ``[``), and the members before and after it,
+parsed (those after are parsed again only when their bytes changed). Pure.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Shape:
     key: str  # the top-level member holding the conversation array
     starts: tuple[int, ...]  # just inside its "[", then just after each comma between its elements
     head: dict[str, Any]  # the top-level members before it, parsed
+    after: dict[str, Any]  # the top-level members after it, parsed
+    after_bytes: int  # the bytes after its "]"
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,8 @@ def of(body: bytes, family: str) -> Shape | None:
 
 
 def _shape_at(body: bytes, key: str, key_start: int, key_end: int) -> Shape | None:
-    after = body[key_end:].lstrip(_WHITESPACE)
-    if after[:1] != b":" or after[1:].lstrip(_WHITESPACE)[:1] != b"[":
+    value = body[key_end:].lstrip(_WHITESPACE)
+    if value[:1] != b":" or value[1:].lstrip(_WHITESPACE)[:1] != b"[":
         return None  # the conversation is not an array (a string prompt): nothing to resume
     inside = body.index(b"[", key_end) + 1
     found = _scan_array(body, inside)
@@ -135,13 +138,19 @@ def _shape_at(body: bytes, key: str, key_start: int, key_end: int) -> Shape | No
         return None
     if found is None or not isinstance(head, dict) or key in head:
         return None
-    return Shape(key, (inside, *found[0]), head)
+    starts, end = found
+    try:
+        after = _members_after(body, end + 1)
+    except ValueError:
+        return None
+    return Shape(key, (inside, *starts), head, after, len(body) - end - 1)
 
 
-def follow(shape: Shape, body: bytes, prefix: int) -> Read | None:
-    """``body`` read from ``shape``, the shape of a remembered body whose first ``prefix`` bytes it
-    shares; None when it cannot be (the change starts before the conversation, or what follows
-    does not parse): the caller parses it whole."""
+def follow(shape: Shape, body: bytes, prefix: int, suffix: int = 0) -> Read | None:
+    """``body`` read from ``shape``, the shape of a remembered body whose first ``prefix`` and last
+    ``suffix`` bytes it shares; None when it cannot be (the change starts before the conversation,
+    or what follows does not parse): the caller parses it whole. The members after the array are
+    the remembered ones when their bytes are (the ``suffix`` covers them, from the same ``]``)."""
     i = bisect.bisect_right(shape.starts, prefix) - 1
     if i < 0:
         return None
@@ -150,12 +159,14 @@ def follow(shape: Shape, body: bytes, prefix: int) -> Read | None:
     if found is None:
         return None
     later, end = found
+    after_bytes = len(body) - end - 1
     try:
         elements = orjson.loads(b"[" + body[at : end + 1])
-        rest = _members_after(body, end + 1)
+        same = after_bytes == shape.after_bytes and suffix >= after_bytes
+        rest = shape.after if same else _members_after(body, end + 1)
     except ValueError:  # orjson.JSONDecodeError is a ValueError
         return None
     if (i > 0 and not elements) or shape.key in rest:  # "[a,]", or a second conversation key
         return None
     doc = {**shape.head, shape.key: elements, **rest}
-    return Read(doc, Shape(shape.key, (*shape.starts[: i + 1], *later), shape.head))
+    return Read(doc, Shape(shape.key, (*shape.starts[: i + 1], *later), shape.head, rest, after_bytes))

@@ -4,6 +4,7 @@ what a full parse reads, on real agent conversations and on bodies built to misl
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 from types import ModuleType
@@ -14,7 +15,7 @@ import pytest
 
 from bbnet import providers
 from meter import shape
-from meter.prefix import common_prefix
+from meter.prefix import Known, common_prefix, common_suffix, overlap
 from tests.conftest import REPO
 
 FAMILY = providers.ANTHROPIC_MESSAGES
@@ -36,7 +37,8 @@ def _members(doc: dict[str, Any], key: str) -> dict[str, Any]:
 def _follow(old: bytes, new: bytes, family: str = FAMILY) -> shape.Read | None:
     known = shape.of(old, family)
     assert known is not None
-    return shape.follow(known, new, common_prefix(old, new))
+    prefix = common_prefix(old, new)
+    return shape.follow(known, new, prefix, common_suffix(old, new, min(len(old), len(new)) - prefix))
 
 
 def _body(messages: int, **after: object) -> bytes:
@@ -53,8 +55,9 @@ def test_every_turn_of_an_agent_conversation_is_read_as_a_full_parse_reads_it(ag
     turns = corpus.conversation(agent, seed=3)
     known = shape.of(turns[0].body, family)
     assert known is not None
-    for before, turn in zip(turns, turns[1:], strict=False):
-        read = shape.follow(known, turn.body, common_prefix(before.body, turn.body))
+    for before, turn in itertools.pairwise(turns):
+        o = overlap(Known(before.body, before.real_input_tokens), turn.body)
+        read = shape.follow(known, turn.body, o.prefix, o.suffix)
         assert read is not None
         full = orjson.loads(turn.body)
         assert _members(read.doc, known.key) == _members(full, known.key)
@@ -67,7 +70,9 @@ def test_every_turn_of_an_agent_conversation_is_read_as_a_full_parse_reads_it(ag
 def test_a_setting_changed_after_the_conversation_is_read_from_the_new_body() -> None:
     read = _follow(_body(3), _body(4, stream=True)[:-1] + b', "max_tokens": 5}')
     assert read is not None
-    assert read.doc["stream"] is True and read.doc["max_tokens"] == 5  # the later duplicate wins, as in a parse
+    assert (
+        read.doc["stream"] is True and read.doc["max_tokens"] == 5
+    )  # the later duplicate wins, as in a parse
     assert read.doc["model"] == "claude-x"
 
 
@@ -96,7 +101,9 @@ def test_bytes_that_close_the_conversation_early_are_read_as_members_like_a_pars
     """An agent crafting its next turn to end the array, set a member and open another cannot hide
     the member: everything after the shared elements is parsed."""
     old = _body(3)
-    new = old.replace(b'], "system"', b', {"role": "user", "content": "x"}], "max_tokens": 1, "pad": [0], "system"')
+    new = old.replace(
+        b'], "system"', b', {"role": "user", "content": "x"}], "max_tokens": 1, "pad": [0], "system"'
+    )
     read = _follow(old, new)
     assert read is not None
     assert _members(read.doc, "messages") == _members(orjson.loads(new), "messages")
