@@ -37,6 +37,7 @@ _BLOB = re.compile(rb"[A-Za-z0-9+/=_-]{%d,}" % BLOB_MIN)
 _UNBILLED = (b"signature", b"encrypted_content", b"thoughtSignature")
 _LOOKBEHIND = 160  # bytes before a run searched for what it is (its key, its media type)
 _KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
+_STRUCTURE = b'"\\{}[],:'  # quotes, escapes, punctuation: not text
 _MIN_CHANGE = 64  # heuristic tokens of changed text below which a count's move is no measure of the ratio
 
 
@@ -149,7 +150,7 @@ class Segment:
 def _text_tokens(fragment: bytes) -> float:
     """The heuristic's price of a JSON fragment (meter/estimate.py), from its bytes alone: what is
     not keys, quotes, escapes or punctuation is text, plus PER_MESSAGE per object."""
-    structure = sum(fragment.count(c) for c in (b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":"))
+    structure = len(fragment) - len(fragment.translate(None, _STRUCTURE))  # one pass, not one a byte
     keys = sum(len(m) - 3 for m in _KEY.findall(fragment))  # their quotes and colon are counted above
     return max(0, len(fragment) - structure - keys) / CHARS_PER_TOKEN + PER_MESSAGE * fragment.count(b"{")
 

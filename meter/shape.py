@@ -26,6 +26,7 @@ parsed (those after are parsed again only when their bytes changed). Pure.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ CONVERSATION_KEYS = {
 # or colon. Numbers, literals and whitespace are skipped (they contain none of these bytes).
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]')
 _QUOTE, _COMMA, _COLON = ord('"'), ord(","), ord(":")
-_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+_OPEN, _CLOSE, _CLOSE_ARRAY = frozenset(b"[{"), frozenset(b"]}"), ord("]")
 _WHITESPACE = b" \t\r\n"
 
 
@@ -146,6 +147,46 @@ def _shape_at(body: bytes, key: str, key_start: int, key_end: int) -> Shape | No
     return Shape(key, (inside, *starts), head, after, len(body) - end - 1)
 
 
+def _tail(shape: Shape, body: bytes, at: int, suffix: int) -> tuple[list[Any], list[int], int] | None:
+    """The conversation's elements from ``at`` (an element start) on, where each after the first
+    starts, and the offset of the array's ``]``; raises ValueError when they do not parse.
+
+    When the shared suffix holds the remembered array's ``]``, that is where the array must close
+    (the parse says whether it does), and the elements' offsets are found by serialising them
+    again: a body in orjson's own compact form (the CLIs send compact JSON) matches it byte for
+    byte; otherwise, and when the end changed, a scan of the elements' tokens finds both."""
+    end = len(body) - shape.after_bytes - 1
+    if suffix > shape.after_bytes and at <= end and body[end] == _CLOSE_ARRAY:
+        with contextlib.suppress(ValueError):  # that "]" closes something else: scan for the end
+            elements = orjson.loads(b"[" + body[at : end + 1])
+            later = _starts_if_compact(body, at, end, elements) if isinstance(elements, list) else None
+            if later is not None:
+                return elements, later, end
+    found = _scan_array(body, at)
+    if found is None:
+        return None
+    later, end = found
+    elements = orjson.loads(b"[" + body[at : end + 1])
+    return (elements, later, end) if isinstance(elements, list) else None
+
+
+def _starts_if_compact(body: bytes, at: int, end: int, elements: list[Any]) -> list[int] | None:
+    """Where each element after the first starts, if ``body[at:end]`` is exactly the elements in
+    orjson's compact form, comma-separated; None otherwise."""
+    starts, pos = [], at
+    for n, element in enumerate(elements):
+        if n:
+            if body[pos] != _COMMA:
+                return None
+            pos += 1
+            starts.append(pos)
+        text = orjson.dumps(element)
+        if not body.startswith(text, pos):
+            return None
+        pos += len(text)
+    return starts if pos == end else None
+
+
 def follow(shape: Shape, body: bytes, prefix: int, suffix: int = 0) -> Read | None:
     """``body`` read from ``shape``, the shape of a remembered body whose first ``prefix`` and last
     ``suffix`` bytes it shares; None when it cannot be (the change starts before the conversation,
@@ -155,13 +196,12 @@ def follow(shape: Shape, body: bytes, prefix: int, suffix: int = 0) -> Read | No
     if i < 0:
         return None
     at = shape.starts[i]
-    found = _scan_array(body, at)
-    if found is None:
-        return None
-    later, end = found
-    after_bytes = len(body) - end - 1
     try:
-        elements = orjson.loads(b"[" + body[at : end + 1])
+        tail = _tail(shape, body, at, suffix)
+        if tail is None:
+            return None
+        elements, later, end = tail
+        after_bytes = len(body) - end - 1
         same = after_bytes == shape.after_bytes and suffix >= after_bytes
         rest = shape.after if same else _members_after(body, end + 1)
     except ValueError:  # orjson.JSONDecodeError is a ValueError
