@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from meter.estimate import CHARS_PER_TOKEN, PER_DOCUMENT_BYTES_PER_TOKEN, PER_IMAGE, PER_MESSAGE
@@ -33,7 +34,9 @@ MIN_SHARED = 0.5  # a remembered body is used only when at least half of it is s
 PER_AGENT = 8  # bodies remembered per agent (sub-agents and retries interleave conversations)
 MAX_BYTES = 64 * 1024 * 1024  # all bodies remembered, over all agents
 BLOB_MIN = 512  # a run of base64 characters this long is media or an opaque blob, not text
-_BLOB = re.compile(rb"[A-Za-z0-9+/=_-]{%d,}" % BLOB_MIN)
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+_AS_RUNS = bytes(ord("A") if bytes([i]) in _BASE64 else ord(".") for i in range(256))  # base64 → A
+_RUN = b"A" * BLOB_MIN
 _UNBILLED = (b"signature", b"encrypted_content", b"thoughtSignature")
 _LOOKBEHIND = 160  # bytes before a run searched for what it is (its key, its media type)
 _KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
@@ -163,11 +166,23 @@ def segment(body: bytes, start: int, end: int) -> Segment:
     if end - start < BLOB_MIN:
         return Segment(_text_tokens(body[start:end]), 0)
     plain, tokens, at = 0.0, 0, start
-    for m in _BLOB.finditer(body, start, end):
-        plain += _text_tokens(body[at : m.start()])
-        tokens += _blob_tokens(body[max(0, m.start() - _LOOKBEHIND) : m.start()], m.end() - m.start())
-        at = m.end()
+    for run_start, run_end in _blobs(body[start:end].translate(_AS_RUNS), start):
+        plain += _text_tokens(body[at:run_start])
+        tokens += _blob_tokens(body[max(0, run_start - _LOOKBEHIND) : run_start], run_end - run_start)
+        at = run_end
     return Segment(plain + _text_tokens(body[at:end]), tokens)
+
+
+def _blobs(runs: bytes, offset: int) -> Iterator[tuple[int, int]]:
+    """Each run of at least ``BLOB_MIN`` base64 characters, leftmost first and whole, as
+    ``(start, end)`` plus ``offset``; ``runs`` is the bytes with base64 characters as ``A`` and
+    the rest as ``.``: a substring search, where a regex tries every position of every word."""
+    at = runs.find(_RUN)
+    while at != -1:
+        end = runs.find(b".", at + BLOB_MIN)
+        end = len(runs) if end == -1 else end
+        yield offset + at, offset + end
+        at = runs.find(_RUN, end)
 
 
 def estimate(o: Overlap, body: bytes, ratio: float) -> int:
