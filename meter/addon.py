@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import http, tcp
@@ -91,6 +92,7 @@ class Call:
     socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
     shape: shape.Shape | None = None  # where the body's conversation sits, when read from an earlier one
     recalled: Recall | None = None  # what the prefix memory found for the body
+    doc: dict[str, Any] | None = None  # the body parsed whole (when it was), for its shape at learning
 
 
 class Meter:
@@ -283,7 +285,8 @@ class Meter:
             flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
                                    time.monotonic(), result, rw.degraded_to, rw.injected_usage,
-                                   shape=read.shape if read else None, recalled=recall)  # fmt: skip
+                                   shape=read.shape if read else None, recalled=recall,
+                                   doc=None if read else doc)  # fmt: skip
         self._live[key] = flow
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
@@ -428,7 +431,9 @@ class Meter:
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
         if result.recorded and not record.estimated and not call.socket:
             body = call.request_body  # its input count includes the cache's
-            found = call.shape or (shape.of(body, call.match.family) if call.plan.readable else None)
+            found = call.shape or (
+                shape.of(body, call.match.family, call.doc) if call.plan.readable else None
+            )
             self.memory.learn(call.bottle, call.agent, body, record.input_tokens, found, call.recalled)
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)

@@ -102,9 +102,10 @@ def _members_after(body: bytes, at: int) -> dict[str, Any]:
     return doc
 
 
-def of(body: bytes, family: str) -> Shape | None:
-    """The shape of a body known to be a valid JSON object (it was parsed), or None when its
-    family has no conversation array or the body has none where expected."""
+def of(body: bytes, family: str, doc: dict[str, Any] | None = None) -> Shape | None:
+    """The shape of a body known to be a valid JSON object (it was parsed: ``doc``, when at hand,
+    spares a scan of the conversation's tokens), or None when its family has no conversation
+    array or the body has none where expected."""
     key = CONVERSATION_KEYS.get(family)
     if key is None or body.lstrip(_WHITESPACE)[:1] != b"{":
         return None
@@ -114,7 +115,7 @@ def of(body: bytes, family: str) -> Shape | None:
         c = body[m.start()]
         if c == _QUOTE:
             if depth == 1 and expect_key and body[m.start() : m.end()] == wanted:
-                return _shape_at(body, key, m.start(), m.end())
+                return _shape_at(body, key, m.start(), m.end(), doc)
             expect_key = False
         elif c in _OPEN:
             depth += 1
@@ -126,12 +127,16 @@ def of(body: bytes, family: str) -> Shape | None:
     return None
 
 
-def _shape_at(body: bytes, key: str, key_start: int, key_end: int) -> Shape | None:
+def _shape_at(
+    body: bytes, key: str, key_start: int, key_end: int, doc: dict[str, Any] | None
+) -> Shape | None:
     value = body[key_end:].lstrip(_WHITESPACE)
     if value[:1] != b":" or value[1:].lstrip(_WHITESPACE)[:1] != b"[":
         return None  # the conversation is not an array (a string prompt): nothing to resume
     inside = body.index(b"[", key_end) + 1
-    found = _scan_array(body, inside)
+    elements = doc.get(key) if doc is not None else None
+    found = _compact(body, inside, elements) if isinstance(elements, list) else None
+    found = found or _scan_array(body, inside)
     head_bytes = body[:key_start].rstrip(_WHITESPACE).removesuffix(b",") + b"}"
     try:
         head = orjson.loads(head_bytes)
@@ -143,6 +148,8 @@ def _shape_at(body: bytes, key: str, key_start: int, key_end: int) -> Shape | No
     try:
         after = _members_after(body, end + 1)
     except ValueError:
+        return None
+    if key in after:  # a second conversation key: the last one is the conversation
         return None
     return Shape(key, (inside, *starts), head, after, len(body) - end - 1)
 
@@ -159,9 +166,9 @@ def _tail(shape: Shape, body: bytes, at: int, suffix: int) -> tuple[list[Any], l
     if suffix > shape.after_bytes and at <= end and body[end] == _CLOSE_ARRAY:
         with contextlib.suppress(ValueError):  # that "]" closes something else: scan for the end
             elements = orjson.loads(b"[" + body[at : end + 1])
-            later = _starts_if_compact(body, at, end, elements) if isinstance(elements, list) else None
-            if later is not None:
-                return elements, later, end
+            found = _compact(body, at, elements) if isinstance(elements, list) else None
+            if found is not None and found[1] == end:
+                return elements, found[0], end
     found = _scan_array(body, at)
     if found is None:
         return None
@@ -170,13 +177,14 @@ def _tail(shape: Shape, body: bytes, at: int, suffix: int) -> tuple[list[Any], l
     return (elements, later, end) if isinstance(elements, list) else None
 
 
-def _starts_if_compact(body: bytes, at: int, end: int, elements: list[Any]) -> list[int] | None:
-    """Where each element after the first starts, if ``body[at:end]`` is exactly the elements in
-    orjson's compact form, comma-separated; None otherwise."""
+def _compact(body: bytes, at: int, elements: list[Any]) -> tuple[list[int], int] | None:
+    """Where each element after the first starts, and the offset of the ``]`` after the last, if
+    the bytes from ``at`` are exactly ``elements`` in orjson's compact form, comma-separated, then
+    ``]``; None otherwise."""
     starts, pos = [], at
     for n, element in enumerate(elements):
         if n:
-            if body[pos] != _COMMA:
+            if body[pos : pos + 1] != b",":
                 return None
             pos += 1
             starts.append(pos)
@@ -184,7 +192,7 @@ def _starts_if_compact(body: bytes, at: int, end: int, elements: list[Any]) -> l
         if not body.startswith(text, pos):
             return None
         pos += len(text)
-    return starts if pos == end else None
+    return (starts, pos) if body[pos : pos + 1] == b"]" else None
 
 
 def follow(shape: Shape, body: bytes, prefix: int, suffix: int = 0) -> Read | None:

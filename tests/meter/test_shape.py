@@ -64,6 +64,7 @@ def test_every_turn_of_an_agent_conversation_is_read_as_a_full_parse_reads_it(ag
         elements = read.doc[known.key]
         assert elements and full[known.key][-len(elements) :] == elements
         assert read.shape == shape.of(turn.body, family)  # the shape it hands on is the body's own
+        assert read.shape == shape.of(turn.body, family, full)  # found from the parse, not a token scan
         known = read.shape
 
 
@@ -118,3 +119,11 @@ def test_no_shape_without_a_conversation_array() -> None:
     nested = b'{"meta": {"messages": [1]}, "messages": [{"a": 1}, {"b": 2}]}'
     found = shape.of(nested, FAMILY)
     assert found is not None and found.head == {"meta": {"messages": [1]}} and len(found.starts) == 2
+
+
+def test_a_shape_from_the_parsed_body_is_the_one_a_token_scan_finds() -> None:
+    compact = json.dumps(json.loads(_body(3)), separators=(",", ":")).encode()
+    for body in (_body(3), compact):  # spaced: the parse's elements do not match the bytes, the scan runs
+        assert shape.of(body, FAMILY, orjson.loads(body)) == shape.of(body, FAMILY) is not None
+    twice = compact[:-1] + b',"messages":[]}'
+    assert shape.of(twice, FAMILY) is None and shape.of(twice, FAMILY, orjson.loads(twice)) is None
