@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import http, tcp
@@ -32,10 +33,10 @@ from bbnet.ledger import Ledger, LedgerError, LedgerUnreachable
 from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
-from meter import egress, errors, estimate, gate, request
+from meter import egress, errors, estimate, gate, request, shape
 from meter.attribution import AGENT_HEADER, Directory
 from meter.journal import Journal, Pending
-from meter.prefix import PrefixMemory
+from meter.prefix import PrefixMemory, Recall
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
 from meter.ws import Endpoint
@@ -91,6 +92,9 @@ class Call:
     tap: StreamTap | None = None
     finished: bool = field(default=False)
     socket: bool = False  # one response of a WebSocket (meter/ws_addon.py)
+    shape: shape.Shape | None = None  # where the body's conversation sits, when read from an earlier one
+    recalled: Recall | None = None  # what the prefix memory found for the body
+    doc: dict[str, Any] | None = None  # the body parsed whole (when it was), for its shape at learning
 
 
 class Meter:
@@ -265,7 +269,11 @@ class Meter:
             log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
             metrics.deny(errors.BAD_CONTENT_ENCODING, match.provider)
             return
-        plan = gate.plan(match, path, body, self.memory.estimate(bottle.name, agent, body))
+        recall = self.memory.recall(bottle.name, agent, body)
+        read = _read_from(recall, body)
+        plan, doc = gate.plan_read(
+            match, path, body, recall.estimate if recall else None, read.doc if read else None
+        )
         key = flow.id
         try:
             result = self.ledger.reserve(gate.reserve_request(
@@ -281,11 +289,13 @@ class Meter:
             log.info("deny bottle=%s agent=%s provider=%s model=%s governing=%s", bottle.name, agent,
                      plan.provider, plan.model, result.governing.scope if result.governing else "-")  # fmt: skip
             return
-        rw = gate.rewrite(plan, body, result)
+        rw = gate.rewrite(plan, body, result, doc)
         if rw.body is not body:
             flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
-                                   time.monotonic(), result, rw.degraded_to, rw.injected_usage)  # fmt: skip
+                                   time.monotonic(), result, rw.degraded_to, rw.injected_usage,
+                                   shape=read.shape if read else None, recalled=recall,
+                                   doc=None if read else doc)  # fmt: skip
         self._live[key] = flow
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
@@ -435,9 +445,11 @@ class Meter:
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
         if result.recorded and not record.estimated and not call.socket:
-            self.memory.learn(
-                call.bottle, call.agent, call.request_body, record.input_tokens
-            )  # cache included
+            body = call.request_body  # its input count includes the cache's
+            found = call.shape or (
+                shape.of(body, call.match.family, call.doc) if call.plan.readable else None
+            )
+            self.memory.learn(call.bottle, call.agent, body, record.input_tokens, found, call.recalled)
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 
@@ -494,6 +506,14 @@ class Meter:
         if written:
             log.info("ledger back: %d journalled writes replayed, %d waiting", written, len(self.journal))
         return written
+
+
+def _read_from(recall: Recall | None, body: bytes) -> shape.Read | None:
+    """The body read from the shape of the remembered call it shares its start with (meter/shape.py),
+    when that call's shape is known: its top-level members without parsing its whole conversation."""
+    if recall is None or recall.overlap.known.shape is None:
+        return None
+    return shape.follow(recall.overlap.known.shape, body, recall.overlap.prefix, recall.overlap.suffix)
 
 
 def _output_seen(flow: http.HTTPFlow) -> int:

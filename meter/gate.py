@@ -34,6 +34,16 @@ def plan(match: Match, path: str, body: bytes, known_input: int | None = None) -
 
     ``known_input``: an input estimate found elsewhere (meter/prefix.py, learned from the agent's
     earlier calls); when given, the heuristic (meter/estimate.py) is not run."""
+    return plan_read(match, path, body, known_input)[0]
+
+
+def plan_read(match: Match, path: str, body: bytes, known_input: int | None = None,
+              read: dict[str, Any] | None = None) -> tuple[Plan, dict[str, Any] | None]:  # fmt: skip
+    """:func:`plan`, from the body's top-level members when they were read already (meter/shape.py
+    reads a conversation's next turn without parsing it all); returns them too, for :func:`rewrite`
+    (None: the body is not a JSON object)."""
+    if read is not None:
+        return plan_doc(match, path, read, known_input), read
     try:
         doc = request.parse_body(body)
     except request.RequestError:
@@ -41,8 +51,8 @@ def plan(match: Match, path: str, body: bytes, known_input: int | None = None) -
         guess = estimate.input_tokens_from_bytes(match.family, body) if known_input is None else known_input
         return Plan(match.provider, match.family, model, guess,
                     request.requested_output(match.family, {}, model, match.provider),
-                    request.is_stream(match.family, path, {}), False, False)  # fmt: skip
-    return plan_doc(match, path, doc, known_input)
+                    request.is_stream(match.family, path, {}), False, False), None  # fmt: skip
+    return plan_doc(match, path, doc, known_input), doc
 
 
 def plan_doc(match: Match, path: str, doc: dict[str, Any], known_input: int | None = None) -> Plan:
@@ -84,13 +94,14 @@ class Rewrite:
     injected_usage: bool  # include_usage was added: the tap strips the extra chunk
 
 
-def rewrite(p: Plan, body: bytes, result: ReserveResult) -> Rewrite:
-    """The body to forward after an ALLOW or DEGRADE."""
+def rewrite(p: Plan, body: bytes, result: ReserveResult, read: dict[str, Any] | None = None) -> Rewrite:
+    """The body to forward after an ALLOW or DEGRADE (the same object when nothing changed).
+    ``read``: the body's top-level members, as :func:`plan_read` returned them."""
     degraded_to = None
     if result.outcome is Outcome.DEGRADE and p.readable and p.cappable:
         body = request.apply_cap(p.family, body, result.allowed_output_tokens, p.provider)
         degraded_to = result.allowed_output_tokens
     injected = False
     if p.family == providers.OPENAI_CHAT and p.stream and p.readable:
-        body, injected = request.ensure_stream_usage(body)
+        body, injected = request.ensure_stream_usage(body, read)
     return Rewrite(body, degraded_to, injected)

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from meter.estimate import CHARS_PER_TOKEN, PER_DOCUMENT_BYTES_PER_TOKEN, PER_IMAGE, PER_MESSAGE
+from meter.shape import Shape
 
 DEFAULT_RATIO = 1.0  # real tokens per heuristic token of changed text, before an agent's own is learned
 BLOCK = 4096  # compare in blocks (doubling while they match), then bisect inside the one that differs
@@ -32,23 +34,32 @@ MIN_SHARED = 0.5  # a remembered body is used only when at least half of it is s
 PER_AGENT = 8  # bodies remembered per agent (sub-agents and retries interleave conversations)
 MAX_BYTES = 64 * 1024 * 1024  # all bodies remembered, over all agents
 BLOB_MIN = 512  # a run of base64 characters this long is media or an opaque blob, not text
-_BLOB = re.compile(rb"[A-Za-z0-9+/=_-]{%d,}" % BLOB_MIN)
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+_AS_RUNS = bytes(ord("A") if bytes([i]) in _BASE64 else ord(".") for i in range(256))  # base64 → A
+_RUN = b"A" * BLOB_MIN
 _UNBILLED = (b"signature", b"encrypted_content", b"thoughtSignature")
 _LOOKBEHIND = 160  # bytes before a run searched for what it is (its key, its media type)
 _KEY = re.compile(rb'"[A-Za-z_$][A-Za-z0-9_$-]{0,40}"\s*:')
+_STRUCTURE = b'"\\{}[],:'  # quotes, escapes, punctuation: not text
 _MIN_CHANGE = 64  # heuristic tokens of changed text below which a count's move is no measure of the ratio
+
+
+def _same(a: bytes, i: int, b: memoryview, j: int, n: int) -> bool:
+    """``a[i:i+n] == b[j:j+n]``, without copying either (a slice of bytes is a copy: 1 MB bodies)."""
+    return a.startswith(b[j : j + n], i)
 
 
 def common_prefix(a: bytes, b: bytes) -> int:
     """Length of the longest common prefix of ``a`` and ``b``."""
     limit = min(len(a), len(b))
+    view = memoryview(b)
     lo, step = 0, BLOCK
-    while lo + step <= limit and a[lo : lo + step] == b[lo : lo + step]:
+    while lo + step <= limit and _same(a, lo, view, lo, step):
         lo, step = lo + step, step * 2
     hi = min(lo + step, limit)  # the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[lo:mid] == b[lo:mid]:
+        if _same(a, lo, view, lo, mid - lo):
             lo = mid
         else:
             hi = mid - 1
@@ -58,13 +69,14 @@ def common_prefix(a: bytes, b: bytes) -> int:
 def common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """Length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
     limit = min(limit, len(a), len(b))
+    view = memoryview(b)
     n, step = 0, BLOCK
-    while n + step <= limit and a[len(a) - n - step : len(a) - n] == b[len(b) - n - step : len(b) - n]:
+    while n + step <= limit and _same(a, len(a) - n - step, view, len(b) - n - step, step):
         n, step = n + step, step * 2
     lo, hi = n, min(n + step, limit)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]:
+        if _same(a, len(a) - mid, view, len(b) - mid, mid - lo):
             lo = mid
         else:
             hi = mid - 1
@@ -73,10 +85,12 @@ def common_suffix(a: bytes, b: bytes, limit: int) -> int:
 
 @dataclass(frozen=True)
 class Known:
-    """A committed call: its request body and the input tokens the provider counted."""
+    """A committed call: its request body, the input tokens the provider counted, and where its
+    conversation sits (meter/shape.py: the next turn is read from there), when known."""
 
     body: bytes
     input_tokens: int
+    shape: Shape | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,11 @@ class Overlap:
     @property
     def shared(self) -> int:
         return len(self.known.body) - self.dropped
+
+    @property
+    def prefix(self) -> int:
+        """Bytes shared at the start."""
+        return len(self.known.body) - self.dropped - self.suffix
 
 
 def overlap(known: Known, body: bytes) -> Overlap:
@@ -134,7 +153,7 @@ class Segment:
 def _text_tokens(fragment: bytes) -> float:
     """The heuristic's price of a JSON fragment (meter/estimate.py), from its bytes alone: what is
     not keys, quotes, escapes or punctuation is text, plus PER_MESSAGE per object."""
-    structure = sum(fragment.count(c) for c in (b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":"))
+    structure = len(fragment) - len(fragment.translate(None, _STRUCTURE))  # one pass, not one a byte
     keys = sum(len(m) - 3 for m in _KEY.findall(fragment))  # their quotes and colon are counted above
     return max(0, len(fragment) - structure - keys) / CHARS_PER_TOKEN + PER_MESSAGE * fragment.count(b"{")
 
@@ -147,16 +166,32 @@ def segment(body: bytes, start: int, end: int) -> Segment:
     if end - start < BLOB_MIN:
         return Segment(_text_tokens(body[start:end]), 0)
     plain, tokens, at = 0.0, 0, start
-    for m in _BLOB.finditer(body, start, end):
-        plain += _text_tokens(body[at : m.start()])
-        tokens += _blob_tokens(body[max(0, m.start() - _LOOKBEHIND) : m.start()], m.end() - m.start())
-        at = m.end()
+    for run_start, run_end in _blobs(body[start:end].translate(_AS_RUNS), start):
+        plain += _text_tokens(body[at:run_start])
+        tokens += _blob_tokens(body[max(0, run_start - _LOOKBEHIND) : run_start], run_end - run_start)
+        at = run_end
     return Segment(plain + _text_tokens(body[at:end]), tokens)
+
+
+def _blobs(runs: bytes, offset: int) -> Iterator[tuple[int, int]]:
+    """Each run of at least ``BLOB_MIN`` base64 characters, leftmost first and whole, as
+    ``(start, end)`` plus ``offset``; ``runs`` is the bytes with base64 characters as ``A`` and
+    the rest as ``.``: a substring search, where a regex tries every position of every word."""
+    at = runs.find(_RUN)
+    while at != -1:
+        end = runs.find(b".", at + BLOB_MIN)
+        end = len(runs) if end == -1 else end
+        yield offset + at, offset + end
+        at = runs.find(_RUN, end)
 
 
 def estimate(o: Overlap, body: bytes, ratio: float) -> int:
     """The known call's real count, moved by what was added and dropped since."""
-    added, dropped = _changes(o, body)
+    return _moved(o, _changes(o, body), ratio)
+
+
+def _moved(o: Overlap, changes: tuple[Segment, Segment], ratio: float) -> int:
+    added, dropped = changes
     moved = (added.plain - dropped.plain) * ratio + added.blob_tokens - dropped.blob_tokens
     return max(1, round(o.known.input_tokens + moved))
 
@@ -164,6 +199,13 @@ def estimate(o: Overlap, body: bytes, ratio: float) -> int:
 def _changes(o: Overlap, body: bytes) -> tuple[Segment, Segment]:
     prefix = len(body) - o.added - o.suffix
     return segment(body, prefix, prefix + o.added), segment(o.known.body, prefix, prefix + o.dropped)
+
+
+@dataclass(frozen=True)
+class Recall:
+    estimate: int  # input tokens
+    overlap: Overlap  # with the remembered call the estimate comes from
+    changes: tuple[Segment, Segment]  # the bytes added and dropped since it, priced
 
 
 @dataclass
@@ -183,24 +225,39 @@ class PrefixMemory:
 
     def estimate(self, bottle: str, agent: str, body: bytes) -> int | None:
         """The learned estimate for ``body``, or None when nothing remembered is close enough."""
+        found = self.recall(bottle, agent, body)
+        return None if found is None else found.estimate
+
+    def recall(self, bottle: str, agent: str, body: bytes) -> Recall | None:
+        """The learned estimate for ``body`` and the remembered call it comes from, or None."""
         state = self._agents.get((bottle, agent))
         if state is None or not body:
             return None
         o = best_overlap(state.known, body)
-        return None if o is None else estimate(o, body, state.ratio)
+        if o is None:
+            return None
+        changes = _changes(o, body)
+        return Recall(_moved(o, changes, state.ratio), o, changes)
 
-    def learn(self, bottle: str, agent: str, body: bytes, input_tokens: int) -> None:
+    def learn(self, bottle: str, agent: str, body: bytes, input_tokens: int, shape: Shape | None = None,
+              recalled: Recall | None = None) -> None:  # fmt: skip
         """Remember a committed call's body and real input count; refine the agent's ratio (real
         tokens per heuristic token of changed text) from how much the count moved since a call it
-        shares with."""
+        shares with. ``recalled``: what :meth:`recall` found for this body before it was sent; its
+        comparison is reused (not made again) while the call it names is still remembered."""
         if not body or input_tokens <= 0:
             return
         key = (bottle, agent)
         state = self._agents.pop(key, None) or _Agent()
         self._agents[key] = state
-        o = best_overlap(state.known, body)
+        if recalled is not None and any(k is recalled.overlap.known for k in state.known):
+            o: Overlap | None = recalled.overlap
+            changes = recalled.changes
+        else:
+            o = best_overlap(state.known, body)
+            changes = _changes(o, body) if o is not None else (Segment(0, 0), Segment(0, 0))
         if o is not None:
-            added, dropped = _changes(o, body)
+            added, dropped = changes
             changed = added.plain - dropped.plain
             if changed > _MIN_CHANGE:
                 moved = input_tokens - o.known.input_tokens - added.blob_tokens + dropped.blob_tokens
@@ -210,7 +267,7 @@ class PrefixMemory:
         if o is not None and o.added == 0 and o.dropped == 0:
             state.known.remove(o.known)  # the same body again: keep one copy, the newest count
             self._bytes -= len(o.known.body)
-        state.known.append(Known(body, input_tokens))
+        state.known.append(Known(body, input_tokens, shape))
         self._bytes += len(body)
         if len(state.known) > self.per_agent:
             self._bytes -= len(state.known.pop(0).body)

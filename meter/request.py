@@ -7,9 +7,10 @@ the gate then meters the call on an estimate instead of editing it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import unquote
+
+import orjson
 
 from bbnet import providers
 from meter.decode import DecodeError, decoder_for
@@ -42,10 +43,11 @@ def decoded_body(raw: bytes, content_encoding: str | None, limit: int = MAX_DECO
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object."""
+    """The request body as a JSON object (orjson: a few times faster than the standard library on
+    agent bodies of 50 kB-1 MB; stricter too: UTF-8 only, integers within 64 bits)."""
     try:
-        doc = json.loads(body)
-    except ValueError as exc:
+        doc = orjson.loads(body)
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
         raise RequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RequestError(f"request body is a JSON {type(doc).__name__}, not an object")
@@ -53,7 +55,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(doc)  # compact, UTF-8
 
 
 def _positive_int(value: object) -> int | None:
@@ -156,19 +158,23 @@ def apply_cap(family: str, body: bytes, cap: int, provider: str | None = None) -
     return _dump(doc)
 
 
-def ensure_stream_usage(body: bytes) -> tuple[bytes, bool]:
+def ensure_stream_usage(body: bytes, read: dict[str, Any] | None = None) -> tuple[bytes, bool]:
     """An OpenAI chat stream request with ``stream_options.include_usage`` set.
 
     Returns the body to forward and whether the option was injected (then the tap must strip the
     usage-only chunk the client did not ask for). Non-streaming requests, and streams that already
-    ask for usage, come back unchanged.
+    ask for usage, come back unchanged. ``read``: the body's top-level members, already read (the
+    gate's plan did), so that a body left unchanged is not parsed again.
     """
-    doc = parse_body(body)
+    doc = parse_body(body) if read is None else read
     if doc.get("stream") is not True:
         return body, False
     options = doc.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage") is True:
         return body, False
+    if read is not None:
+        doc = parse_body(body)  # edited: the whole body, not only the members read
+        options = doc.get("stream_options")
     doc["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return _dump(doc), True
 

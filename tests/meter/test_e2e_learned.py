@@ -7,6 +7,7 @@ from the ledger: a DEGRADE holds exactly the limit, input estimate + the output 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,52 @@ def test_second_turn_is_reserved_on_the_learned_count(meter: MeterProxy, ledger:
     assert raw.parse().usage.input_tokens == real
     rows = wait_for(lambda: rows if len(rows := ledger.usage(bottle="learner")) == 2 else None)
     assert rows[1]["input_tokens"] == real
+
+
+READER = "127.0.0.211"
+
+
+def _rows(ledger: Ledger, bottle: str, count: int) -> list[dict[str, Any]] | None:
+    rows = ledger.usage(bottle=bottle)
+    return rows if len(rows) == count else None
+
+
+ANTHROPIC_HEADERS = {"x-api-key": "sk-ant-api03-reader-not-a-key", "anthropic-version": "2023-06-01",
+                     "content-type": "application/json"}  # fmt: skip
+
+
+def _settings_last(n: int, max_tokens: int) -> bytes:
+    """:func:`_turn` with its settings after the conversation, compact, as the CLIs send it: the
+    meter reads a learned turn's members after the conversation from its own bytes."""
+    doc = _turn(n)
+    del doc["max_tokens"]
+    return json.dumps({**doc, "max_tokens": max_tokens}, separators=(",", ":")).encode()
+
+
+def test_an_output_cap_after_the_conversation_is_read_from_each_turn(
+    meter: MeterProxy, ledger: Ledger
+) -> None:
+    """Turn 2 asks for 50 output tokens, turn 3 for 1,000, the room left holds the input and 300:
+    turn 2 is allowed whole and turn 3 degraded, as each body says, though the meter read both
+    from turn 1's shape (meter/shape.py) without parsing their conversations."""
+    ledger.add_bottle(Bottle("reader", addresses=(f"{READER}/32",)))
+    url = "https://api.anthropic.com/v1/messages"
+    with http_client(meter, READER) as client:
+        first = client.post(url, content=_settings_last(1, 1000), headers=ANTHROPIC_HEADERS)
+        assert first.status_code == 200, first.text
+        rows = wait_for(lambda: ledger.usage(bottle="reader"))
+        used = rows[0]["input_tokens"] + rows[0]["output_tokens"]
+        for n, cap, degraded in ((2, 50, False), (3, 1000, True)):
+            body = _settings_last(n, cap)
+            real = sim_plan.input_tokens(json.loads(body))
+            ledger.set_budget(
+                Budget(Scope.of_bottle("reader"), "anthropic", "tokens", used + real + HEADROOM)
+            )
+            answer = client.post(url, content=body, headers=ANTHROPIC_HEADERS)
+            assert answer.status_code == 200, answer.text
+            assert (DEGRADED_HEADER in answer.headers) is degraded, (n, dict(answer.headers))
+            allowed = int(answer.headers[DEGRADED_HEADER].split("=", 1)[1]) if degraded else cap
+            assert allowed < cap or not degraded
+            assert answer.json()["usage"]["output_tokens"] <= allowed
+            rows = wait_for(functools.partial(_rows, ledger, "reader", n))
+            used += rows[-1]["input_tokens"] + rows[-1]["output_tokens"]
