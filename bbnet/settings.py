@@ -60,6 +60,22 @@ class ExtraProvider(_Strict):
         return openai_compatible(self.key, self.host, self.price_provider)
 
 
+class FleetSettings(_Strict):
+    """Global budgets shared by every host on one fleet database (bbnet/fleet.py)."""
+
+    url: Annotated[str, Field(min_length=1)]  # postgresql://user:password@host/db (or a shared SQLite file)
+    node: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = (
+        None  # default: hostname
+    )
+    slice_tokens: Annotated[int | None, Field(gt=0)] = None  # default: slice_fraction of the limit
+    slice_usd: Annotated[Decimal | None, Field(gt=0)] = None
+    slice_fraction: Annotated[float, Field(gt=0, le=1)] = 0.05
+    low_water: Annotated[float, Field(ge=0, le=1)] = 0.5
+    lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    settle_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    idle_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+
+
 class Settings(_Strict):
     budget: TokenLimits = {}
     bottle_defaults: TokenLimits = {}
@@ -73,6 +89,7 @@ class Settings(_Strict):
     proxy_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PROXY_PORT
     providers: list[ExtraProvider] = []
     egress: PolicyDoc = PolicyDoc()  # the host default; absent: the LLM providers only
+    fleet: FleetSettings | None = None  # absent: global budgets are this host's alone
 
     @field_validator("address_pool")
     @classmethod
