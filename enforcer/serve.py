@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bbnet import fleet_lease
 from bbnet.ledger import Ledger
 from bbnet.providers import with_extra
 from bbnet.settings import Settings
@@ -88,8 +89,10 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
 
     require_root()
     with single_instance(lock):
-        meter_ledger = Ledger.open(db)
-        synced = meter_ledger.sync_budgets(settings.global_budgets())
+        meter_ledger = fleet_lease.open_host_ledger(
+            db, settings
+        )  # with fleet: the global budgets are the fleet's
+        synced = meter_ledger.sync_budgets([] if settings.fleet else settings.global_budgets())
         log.info(
             "ledger %s; budgets from settings: %d changed, %d removed",
             db,

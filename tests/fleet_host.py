@@ -94,7 +94,9 @@ def main(argv: list[str]) -> int:
                     counts["denied"] += 1
                 time.sleep(0.01)
                 continue
-            usage = UsageRecord("b1", f"w{n}", "anthropic", "claude-sonnet-4", a.input, r.allowed_output_tokens)
+            usage = UsageRecord(
+                "b1", f"w{n}", "anthropic", "claude-sonnet-4", a.input, r.allowed_output_tokens
+            )
             ledger.commit(key, usage)
             with lock:
                 counts["calls"] += 1

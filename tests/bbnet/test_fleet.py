@@ -48,7 +48,12 @@ def test_settle_of_a_reclaimed_lease_shrinks_the_host_and_counts_late_usage() ->
     # the host, back, had consumed 800 of the 1000 it thought it held: the 500 unsettled count as
     # used (the overshoot, at most what it held), and its local limit falls to what it consumed
     late = fleet.settle(reclaimed.lease, local_used=800, keep=1000)
-    assert (late.lease, late.used_delta, late.reserved_delta, late.local_limit) == (fleet.Lease(800, 800), 500, 0, 800)
+    assert (late.lease, late.used_delta, late.reserved_delta, late.local_limit) == (
+        fleet.Lease(800, 800),
+        500,
+        0,
+        800,
+    )
 
 
 @given(granted=amounts, consumed=amounts, used=amounts, keep=amounts)
@@ -89,6 +94,6 @@ def test_keep_and_bound() -> None:
 def test_messages_never_show_the_password() -> None:
     url = "postgresql://bbnet:s3cret@db.example:5432/fleet"
     assert safe_url(url) == "postgresql://bbnet:[REDACTED]@db.example:5432/fleet"
-    line = describe(url, RuntimeError('connection failed: FATAL:  password authentication failed (s3cret)'))
+    line = describe(url, RuntimeError("connection failed: FATAL:  password authentication failed (s3cret)"))
     assert "s3cret" not in line and line.startswith("fleet database postgresql://bbnet:[REDACTED]@")
     assert "\n" not in describe(url, RuntimeError("a\nb\nc"))

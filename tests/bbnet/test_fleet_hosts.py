@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def fleet_pool(url: str) -> tuple[int, int]:
         return pool.used, pool.reserved
 
 
-def fleet_leases(url: str) -> dict[str, dict[str, object]]:
+def fleet_leases(url: str) -> dict[str, dict[str, Any]]:
     with open_fleet(url) as f:
         return {str(r["node"]): r for r in f.fleet_leases()}
 
@@ -62,10 +63,10 @@ def host(tmp_path: Path, url: str, node: str, *args: str) -> Iterator[subprocess
         proc.wait()
 
 
-def result(proc: subprocess.Popen[str]) -> dict[str, object]:
+def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, _ = proc.communicate(timeout=WAIT_S * 2)
     assert proc.returncode == 0
-    parsed: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    parsed: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return parsed
 
 
