@@ -31,7 +31,7 @@ from bbnet.fleet_ops import PoolKey
 from bbnet.ledger import Ledger
 from bbnet.model import Budget, Outcome, PoolView, ReserveRequest, ReserveResult
 from bbnet.settings import Settings
-from bbnet.slices import LocalSlice
+from bbnet.slices import FLEET_SOURCE, LocalSlice
 from bbnet.store import LedgerError
 
 log = logging.getLogger("bbnet.fleet")
@@ -100,6 +100,21 @@ class LeaseManager:
 
     # -- the thread ------------------------------------------------------------------------------
 
+    def begin(self, now: float) -> None:
+        """Before the fleet is asked anything: know the fleet budgets (the ones mirrored last time and
+        the settings'), and hold no slice, since a lease from before may have lapsed and been reclaimed
+        meanwhile. A call then fails closed until the fleet grants a slice."""
+        known = {
+            (str(b.scope), b.provider, b.unit): b for b in self.local.budgets() if b.source == FLEET_SOURCE
+        }
+        known.update({(str(b.scope), b.provider, b.unit): b for b in self.settings_budgets})
+        self.local.mirror_fleet_budgets(list(known.values()), now)
+        self._keys = set(known)
+        self._limits = {k: b.limit for k, b in known.items()}
+        for s in self.local.slices(now):
+            self.local.shrink_slice(s.pool_id, 0)
+        self.step(now)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="bbnet-fleet", daemon=True)
         self._thread.start()
@@ -151,10 +166,11 @@ class LeaseManager:
         log.log(logging.WARNING if self.valid_until else logging.INFO, "fleet: connected to %s (node %s)",
                 safe_url(self.url), self.node)  # fmt: skip
         self.problem = ""
-        self._next_mirror = self._next_settle = self._next_reclaim = 0.0
+        self._next_settle = self._next_reclaim = 0.0
         try:
             if self.settings_budgets:
                 db.sync_budgets(self.settings_budgets)
+            self._mirror(now)
         except _FLEET_ERRORS as e:
             self._lost(e)
             return False
@@ -290,11 +306,16 @@ class FleetLedger(Ledger):
         need = req.input_tokens + req.max_output_tokens
         if pool.unit == "usd":
             need = arith.usd_micros(req.rates, req.input_tokens, req.max_output_tokens)
-        if m.top_up_now(pool, need) <= 0:
-            return result
-        if result.outcome is Outcome.DEGRADE:
+        degraded = result.outcome is Outcome.DEGRADE
+        if degraded:  # its hold goes back first, so the lease asks for the whole call
             self.release(req.key)
-        return super().reserve(req)
+        try:
+            granted = m.top_up_now(pool, need)
+        except LedgerError:
+            if degraded:  # the fleet is away: the slice still pays for the lowered call
+                return super().reserve(req)
+            raise
+        return super().reserve(req) if granted > 0 or degraded else result
 
     def close(self) -> None:
         if self.lease is not None:
@@ -313,7 +334,7 @@ def open_host_ledger(db: str, settings: Settings) -> Ledger:
     manager = LeaseManager(ledger, f.url, f.node or socket.gethostname(), slice_config(f),
                            settings.global_budgets())  # fmt: skip
     ledger.lease = manager
-    manager.step(time.time())
+    manager.begin(time.time())
     manager.start()
     return ledger
 

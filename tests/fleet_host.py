@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
                                 settle_seconds=a.settle_seconds, idle_seconds=3600)  # fmt: skip
         manager = LeaseManager(ledger, a.fleet, a.node, cfg, connect=open_fleet)
         ledger.lease = manager
-        manager.step(time.time())
+        manager.begin(time.time())
         manager.start()
     else:
         ledger = Ledger.open(a.db)
