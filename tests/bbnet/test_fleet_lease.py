@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, UsageRecord
 from bbnet.names import Scope
 
 LIMIT = 10_000
+MakeHost = Callable[..., tuple[FleetLedger, LeaseManager]]
 CFG = fleet.SliceConfig(slice_tokens=1000, low_water=0.5, lease_seconds=10, settle_seconds=1, idle_seconds=5)
 
 
@@ -29,7 +30,7 @@ def budget(period: str = "total") -> Budget:
 
 
 @pytest.fixture
-def make_host(tmp_path: Path, fleet_url: str) -> Iterator[object]:
+def make_host(tmp_path: Path, fleet_url: str) -> Iterator[MakeHost]:
     made: list[FleetLedger] = []
 
     def make(node: str, url: str = fleet_url, period: str = "total") -> tuple[FleetLedger, LeaseManager]:
@@ -68,7 +69,7 @@ def local_global(ledger: Ledger) -> tuple[int, int]:
     return pool.limit, pool.used
 
 
-def test_a_host_reserves_within_its_slice_and_settles(make_host, fleet_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_host_reserves_within_its_slice_and_settles(make_host: MakeHost, fleet_url: str) -> None:
     ledger, manager = make_host("a")
     assert local_global(ledger) == (1000, 0)  # the first slice, leased before any call
     assert fleet_view(fleet_url) == (0, 1000, {"a": (1000, 0)})
@@ -81,13 +82,13 @@ def test_a_host_reserves_within_its_slice_and_settles(make_host, fleet_url: str)
     assert fleet_view(fleet_url) == (600, 1000, {"a": (1600, 600)})
 
 
-def test_a_call_bigger_than_the_slice_leases_what_it_needs(make_host, fleet_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_call_bigger_than_the_slice_leases_what_it_needs(make_host: MakeHost, fleet_url: str) -> None:
     ledger, _ = make_host("a")
     assert call(ledger, "big", out=3000) is Outcome.ALLOW  # 3100 > the 1000 slice: one round trip
     assert local_global(ledger) == (3100, 3100)
 
 
-def test_an_idle_host_returns_its_slice_and_leases_again_on_use(make_host, fleet_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_an_idle_host_returns_its_slice_and_leases_again_on_use(make_host: MakeHost, fleet_url: str) -> None:
     ledger, manager = make_host("a")
     call(ledger, "k1")
     now = time.time() + CFG.settle_seconds
@@ -99,7 +100,7 @@ def test_an_idle_host_returns_its_slice_and_leases_again_on_use(make_host, fleet
     assert fleet_view(fleet_url)[1] > 0
 
 
-def test_a_period_ends_its_slices_go_back(make_host, fleet_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_period_ends_its_slices_go_back(make_host: MakeHost, fleet_url: str) -> None:
     ledger, manager = make_host("a", period="day")
     call(ledger, "k1")
     tomorrow = arith.period_end("day", arith.period_start("day", time.time())) + 1
@@ -112,13 +113,13 @@ def test_a_period_ends_its_slices_go_back(make_host, fleet_url: str) -> None:  #
     assert [(r["granted"], r["consumed"]) for r in fresh] == [(1000, 0)]  # the new day's first slice
 
 
-def test_two_hosts_and_a_dead_ones_lease_reclaimed(make_host, fleet_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_two_hosts_and_a_dead_ones_lease_reclaimed(make_host: MakeHost, fleet_url: str) -> None:
     dead, dead_manager = make_host("dead")
     call(dead, "d1")
     now = time.time() + CFG.settle_seconds
     dead_manager.step(now)  # settles 300 of its 1000 slice (700 left: above low water)
     call(dead, "d2")  # consumed, never settled: the host dies here
-    alive, manager = make_host("alive")
+    _, manager = make_host("alive")
     manager.step(now + 1)
     assert fleet_view(fleet_url)[2]["dead"] == (1000, 300)
     manager.step(now + CFG.lease_seconds + 1)  # past the dead host's expiry: its 700 unconsumed go back
@@ -130,9 +131,9 @@ def test_two_hosts_and_a_dead_ones_lease_reclaimed(make_host, fleet_url: str) ->
     assert used == 600 and leases["dead"] == (1600, 600) and local_global(dead) == (1600, 600)
 
 
-def test_fleet_unreachable_at_start_fails_closed_in_one_line(make_host, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fleet_unreachable_at_start_fails_closed_in_one_line(make_host: MakeHost, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    ledger, manager = make_host("a", url=str(tmp_path / "file" / "fleet.db"))  # cannot be created
+    ledger, _ = make_host("a", url=str(tmp_path / "file" / "fleet.db"))  # cannot be created
     with pytest.raises(LedgerError) as e:
         call(ledger, "k1")
     assert str(e.value).startswith("fleet database ") and "\n" not in str(e.value)
