@@ -18,9 +18,8 @@ from rich.console import Console
 from analytics.errors import ReportError
 from analytics.queries import BY_KEYS, Filters, parse_by
 from analytics.when import window
-from bbnet.clikit import DbOpt, exit_with_error
+from bbnet.clikit import DbOpt, exit_with_error, ledger_target
 from bbnet.names import NameError_, bottle_name
-from bbnet.store import default_path
 
 if TYPE_CHECKING:
     from analytics.table import Report
@@ -145,7 +144,7 @@ def _run(
         filters = _filters(since, until, bottle, now)
         keys = parse_by(by) if by is not None else ()
         with open_ledger(
-            db or default_path(), cache_dir, use_cache=kind not in ("actions", "refusals")
+            ledger_target(db), cache_dir, use_cache=kind not in ("actions", "refusals")
         ) as reader:
             if reader.note:
                 typer.echo(f"bbnet: note: {reader.note}", err=True)

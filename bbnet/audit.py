@@ -37,7 +37,7 @@ USAGE_TOTALS_SQL = (
 USAGE_SINCE_SQL = "SELECT * FROM usage WHERE ts > ? AND +id <= ? ORDER BY +id"
 _SMALLEST_CALL = (
     "SELECT min(amount) FROM (SELECT {amount} AS amount FROM usage WHERE bottle = ?1"
-    " AND (?2 = '*' OR provider = ?2) AND estimated = 0 AND {amount} > 0 ORDER BY id DESC LIMIT ?3)"
+    " AND (?2 = '*' OR provider = ?2) AND estimated = 0 AND {amount} > 0 ORDER BY id DESC LIMIT ?3) AS recent"
 )
 SMALLEST_CALL_SQL = {
     "tokens": _SMALLEST_CALL.format(amount="input_tokens + output_tokens"),
@@ -105,13 +105,13 @@ class AuditOps(Store):
     ) -> int:
         text = detail if isinstance(detail, str) or detail is None else json.dumps(detail, sort_keys=True)
         with self._tx() as c:
-            cur = c.execute(
-                "INSERT INTO actions (ts, bottle, action, actor, reason, result, duration_ms, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), bottle, action, actor, reason, result, duration_ms, text),
+            return int(
+                c.execute(
+                    "INSERT INTO actions (ts, bottle, action, actor, reason, result, duration_ms, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (time.time(), bottle, action, actor, reason, result, duration_ms, text),
+                ).fetchone()[0]
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
 
     def actions(self, since_id: int = 0, limit: int = 1000, bottle: str | None = None) -> list[Action]:
         where, args = "id > ?", [since_id]
@@ -169,7 +169,7 @@ class AuditOps(Store):
         return None if rows[0][0] is None else int(rows[0][0])
 
     def info(self) -> dict[str, Any]:
-        """Path, schema version, file sizes and row counts."""
+        """Where (a path, or the URL without its password), schema version, sizes and row counts."""
         counts = {
             t: self._read(f"SELECT count(*) FROM {t}")[0][0]
             for t in (
@@ -184,6 +184,10 @@ class AuditOps(Store):
                 "refusals",
             )
         }
+        if self.url is not None:  # PostgreSQL: the database's size; no file, no mode
+            size = self._read("SELECT pg_database_size(current_database())")[0][0]
+            return {"path": self.where, "schema_version": self.schema_version(), "mode": None,
+                    "bytes": {"db": int(size)}, "rows": counts}  # fmt: skip
         sizes = {
             suffix or "db": os.path.getsize(f"{self.path}{suffix}")
             if os.path.exists(f"{self.path}{suffix}")

@@ -8,7 +8,6 @@ its period, off the hot path.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,7 +28,7 @@ from bbnet.model import (
 from bbnet.names import Scope
 from bbnet.prices import cost_usd
 from bbnet.providers import PROVIDER_KEYS
-from bbnet.store import LedgerError, Store, pool_from_row
+from bbnet.store import Conn, LedgerError, Store, pool_from_row
 
 # p.id is NULL where the budget has no pool for the period yet; a fleet pool's limit here is the slices held
 _POOL_COLUMNS = (
@@ -55,6 +54,7 @@ def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
         estimated=True,
         lost=True,
         ts=reservation["created_at"],
+        node=reservation["node"],
     )
 
 
@@ -121,8 +121,7 @@ class BudgetOps(Store):
         never wait for, or hold, the write lock.
         """
         now = time.time() if now is None else now
-        with self._lock:
-            rows = self._conn.execute(*self._current_pools_query("1 = 1", now)).fetchall()
+        rows = self._read(*self._current_pools_query("1 = 1", now))
         if all(r["id"] is not None for r in rows):
             return [pool_from_row(r) for r in rows]
         with self._tx() as c:
@@ -138,26 +137,25 @@ class BudgetOps(Store):
 
     # -- pool plumbing -----------------------------------------------------------------------
 
-    def _ensure_pool(
-        self, c: sqlite3.Connection, scope: str, provider: str, unit: str, period: str, now: float
-    ) -> None:
+    def _ensure_pool(self, c: Conn, scope: str, provider: str, unit: str, period: str, now: float) -> None:
         start = arith.period_start(period, now)
-        cur = c.execute(
-            "INSERT OR IGNORE INTO pools (scope, provider, unit, period, period_start) VALUES (?, ?, ?, ?, ?)",
+        created = c.execute(
+            "INSERT INTO pools (scope, provider, unit, period, period_start) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING id",
             (scope, provider, unit, period, start),
-        )
-        if cur.rowcount:
+        ).fetchone()
+        if created is not None:
             used = self._usage_in_period(c, scope, provider, unit, start, arith.period_end(period, start))
             if used:
-                c.execute("UPDATE pools SET used = ? WHERE id = ?", (used, cur.lastrowid))
+                c.execute("UPDATE pools SET used = ? WHERE id = ?", (used, created[0]))
             c.execute(  # a fleet budget's new pool holds no slice until the fleet grants one
                 "UPDATE pools SET slice_limit = 0 WHERE id = ? AND EXISTS (SELECT 1 FROM budgets WHERE"
                 " scope = ? AND provider = ? AND unit = ? AND source = 'fleet')",
-                (cur.lastrowid, scope, provider, unit),
+                (created[0], scope, provider, unit),
             )
 
     def _usage_in_period(
-        self, c: sqlite3.Connection, scope: str, provider: str, unit: str, start: float, end: float
+        self, c: Conn, scope: str, provider: str, unit: str, start: float, end: float
     ) -> int:
         """Seed for a new pool: usage already recorded in its period (a scan, never on the hot path)."""
         amount = "input_tokens + output_tokens" if unit == "tokens" else "coalesce(cost_micros, 0)"
@@ -176,9 +174,7 @@ class BudgetOps(Store):
                 total += r["n"]
         return total
 
-    def _current_pools(
-        self, c: sqlite3.Connection, where: str, now: float, args: tuple[object, ...] = ()
-    ) -> list[sqlite3.Row]:
+    def _current_pools(self, c: Conn, where: str, now: float, args: tuple[object, ...] = ()) -> list[Any]:
         """Budgets matching ``where`` joined to their pool of the period containing ``now``.
 
         A budget whose current pool does not exist yet (a new period, a new budget) gets it created
@@ -207,8 +203,8 @@ class BudgetOps(Store):
         return query, (*(x for pair in zip(PERIODS, starts, strict=True) for x in pair), *args)
 
     def _path_pool_rows(
-        self, c: sqlite3.Connection, chain: list[str], agent: str | None, provider: str, now: float
-    ) -> list[sqlite3.Row]:
+        self, c: Conn, chain: list[str], agent: str | None, provider: str, now: float
+    ) -> list[Any]:
         """Current pools of every budget on the call's path, root first."""
         scopes = arith.path_scopes(chain, agent)
         marks = ",".join("?" * len(scopes))
@@ -226,7 +222,7 @@ class BudgetOps(Store):
         with self._tx() as c:
             held = c.execute(
                 "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.tokens, r.usd_micros"
-                " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+                " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
                 (req.key,),
             ).fetchone()
             if held["committed"]:
@@ -258,7 +254,7 @@ class BudgetOps(Store):
                     c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
             c.execute(
                 "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
-                " created_at, expires_at, input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, input_tokens, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     req.key,
                     req.bottle,
@@ -271,6 +267,7 @@ class BudgetOps(Store):
                     now,
                     now + req.lease_seconds,
                     req.input_tokens,
+                    self.node,
                 ),
             )
         return ReserveResult(
@@ -296,14 +293,14 @@ class BudgetOps(Store):
         with self._tx() as c:
             return self._record(c, key, usage)
 
-    def _record(self, c: sqlite3.Connection, key: str, usage: UsageRecord) -> CommitResult:
+    def _record(self, c: Conn, key: str, usage: UsageRecord) -> CommitResult:
         """The commit inside an open transaction: insert the row, move the hold to used."""
         cost = cost_usd(usage.provider, usage.model, usage)
         micros = None if cost is None else round(cost * MICROS_PER_USD)
         ts = time.time() if usage.ts is None else usage.ts
         found = c.execute(
             "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
-            " FROM (SELECT 1) LEFT JOIN reservations r ON r.key = ?1",
+            " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
             (key,),
         ).fetchone()
         if found["committed"]:
@@ -330,8 +327,8 @@ class BudgetOps(Store):
         c.execute(
             "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"
             " output_tokens, cache_write_tokens, cache_read_tokens, reasoning_tokens, cost_usd, cost_micros,"
-            " estimated, stream, status, latency_ms, lost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?, ?, ?, ?)",
+            " estimated, stream, status, latency_ms, lost, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 ts,
@@ -354,6 +351,7 @@ class BudgetOps(Store):
                 usage.status,
                 usage.latency_ms,
                 int(usage.lost),
+                usage.node or self.node,
             ),
         )
         return CommitResult(True, key, cost, tuple(exhausted))
@@ -370,8 +368,9 @@ class BudgetOps(Store):
         with self._tx() as c:
             return sum(
                 c.execute(
-                    "UPDATE reservations SET expires_at = ?, output_seen = max(output_seen, ?) WHERE key = ?",
-                    (until, max(out, 0), key),
+                    "UPDATE reservations SET expires_at = ?, output_seen = CASE WHEN output_seen > ? THEN output_seen"
+                    " ELSE ? END WHERE key = ?",
+                    (until, max(out, 0), max(out, 0), key),
                 ).rowcount
                 for key, out in seen.items()
             )
@@ -394,7 +393,7 @@ class BudgetOps(Store):
         return [dict(r) for r in self._read("SELECT * FROM reservations ORDER BY created_at")]
 
     @staticmethod
-    def _drop_hold(c: sqlite3.Connection, key: str) -> bool:
+    def _drop_hold(c: Conn, key: str) -> bool:
         row = c.execute("SELECT pools FROM reservations WHERE key = ?", (key,)).fetchone()
         if row is None:
             return False

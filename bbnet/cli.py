@@ -10,7 +10,7 @@ from rich.table import Table
 
 from bbnet.budget_input import operator_actor, parse_budget, save_budget
 from bbnet.clikit import CliError, DbOpt, JsonOpt, SettingsOpt, console, open_ledger, print_json, run_app
-from bbnet.ledger import LedgerError
+from bbnet.ledger import Ledger, LedgerError
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, PoolView
 from bbnet.names import NameError_
@@ -138,7 +138,8 @@ def ledger_info(db: DbOpt = None, json_: JsonOpt = False) -> None:
     if json_:
         print_json(info)
         return
-    console.print(f"path            {info['path']} (mode {info['mode']})")
+    mode = f" (mode {info['mode']})" if info["mode"] else ""
+    console.print(f"path            {info['path']}{mode}")
     console.print(f"schema version  {info['schema_version']}")
     console.print("size            " + ", ".join(f"{k} {v:,} B" for k, v in info["bytes"].items()))
     console.print("rows            " + ", ".join(f"{k} {v:,}" for k, v in info["rows"].items()))
@@ -164,7 +165,7 @@ def settings_apply(settings: SettingsOpt = None, db: DbOpt = None) -> None:
     from bbnet import settings as settings_mod  # pydantic: only for commands that read settings
 
     s = settings_mod.load(settings, required=True)
-    with open_ledger(db) as ledger:
+    with Ledger.open(s.ledger_target(db)) as ledger:
         result = ledger.sync_budgets(s.global_budgets())
     console.print(f"budgets from settings: {result['changed']} changed, {result['removed']} removed")
 

@@ -14,12 +14,15 @@ from rich.console import Console
 from typer._click import exceptions as click_errors
 from typer._click.globals import get_current_context
 
-from bbnet.ledger import Ledger, default_path
+from bbnet.ledger import Ledger
 
 DbOpt = Annotated[
     str | None,
     typer.Option(
-        "--db", envvar="BBNET_DB", help="Ledger file [default: /var/lib/bbnet/ledger.db]", show_default=False
+        "--db",
+        envvar="BBNET_DB",
+        help="Ledger: a file, or a postgresql:// URL [default: settings' ledger.url, else /var/lib/bbnet/ledger.db]",
+        show_default=False,
     ),
 ]
 SettingsOpt = Annotated[
@@ -118,8 +121,18 @@ def run_app(app: typer.Typer, args: list[str], user_errors: tuple[type[Exception
     return result if isinstance(result, int) else 0
 
 
+def ledger_target(db: str | None, settings: str | None = None) -> str:
+    """The ledger a command opens: ``--db``/``BBNET_DB``, else the settings' ``ledger.url``, else
+    the default file. The settings file is read only when neither was given."""
+    if db:
+        return db
+    from bbnet import settings as settings_mod  # pydantic: only when the settings decide
+
+    return settings_mod.load(settings).ledger_target(None)
+
+
 def open_ledger(db: str | None, *, create: bool = True) -> Ledger:
-    return Ledger.open(db or default_path(), create=create)
+    return Ledger.open(ledger_target(db), create=create)
 
 
 def print_json(data: Any) -> None:

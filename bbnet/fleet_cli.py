@@ -8,8 +8,9 @@ from typing import Any
 from rich.table import Table
 
 from bbnet.clikit import console
-from bbnet.fleet_lease import open_fleet, safe_url
+from bbnet.fleet_lease import open_fleet
 from bbnet.model import MICROS_PER_USD
+from bbnet.pg import redact
 
 
 def _scaled(unit: str, value: int) -> float:
@@ -44,7 +45,7 @@ def fleet_totals(url: str, now: float | None = None) -> list[dict[str, Any]]:
 
 def print_fleet(url: str, totals: list[dict[str, Any]]) -> None:
     table = Table("scope", "provider", "unit", "period", "node", "limit", "used", "reserved (slices)", "remaining",
-                  title=f"fleet {safe_url(url)}")  # fmt: skip
+                  title=f"fleet {redact(url)}")  # fmt: skip
     for p in totals:
         unit = p["unit"]
         scale = MICROS_PER_USD if unit == "usd" else 1
@@ -57,4 +58,4 @@ def print_fleet(url: str, totals: list[dict[str, Any]]) -> None:
         for n in p["nodes"]:
             table.add_row("", "", "", "", n["node"], "", fmt(n["consumed"]), fmt(n["held"]), "",
                           style="dim" if n["expires_in"] <= 0 else None)  # fmt: skip
-    console.print(table if totals else f"fleet {safe_url(url)}: no global budgets")
+    console.print(table if totals else f"fleet {redact(url)}: no global budgets")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import socket
 import sqlite3
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from bbnet import fleet
+from bbnet import fleet, pg
 from bbnet import pools as arith
 from bbnet.fleet_ops import PoolKey
 from bbnet.ledger import Ledger
@@ -41,29 +40,20 @@ _TICK_S = 0.02
 _FLEET_ERRORS = (LedgerError, sqlite3.Error, psycopg.Error, OSError)
 
 
-def safe_url(url: str) -> str:
-    """``url`` fit for a message: any password in its userinfo replaced."""
-    return re.sub(r"(?i)^([a-z][a-z0-9+.-]*://[^/:@]*):[^/@]*@", r"\1:[REDACTED]@", url)
-
-
 def describe(url: str, err: BaseException) -> str:
     """One line saying why the fleet database cannot be used, never its password."""
-    text = str(err).strip().splitlines()
-    reason = text[-1].strip() if text else type(err).__name__
-    reason = reason.removeprefix("FATAL:").strip()
-    return f"fleet database {safe_url(url)}: {reason}".replace(_password(url) or "\0", "[REDACTED]")
-
-
-def _password(url: str) -> str | None:
-    m = re.match(r"(?i)^[a-z][a-z0-9+.-]*://[^/:@]*:([^/@]*)@", url)
-    return m.group(1) if m and m.group(1) else None
+    if isinstance(err, LedgerError):  # the ledger's own messages name the URL without its password
+        reason = str(err)
+    elif isinstance(err, Exception):
+        reason = pg.describe(url, err)
+    else:
+        reason = type(err).__name__
+    return f"fleet database: {reason}"
 
 
 def open_fleet(url: str) -> Ledger:
     """The fleet ledger at ``url``: a PostgreSQL URL, or a SQLite file shared by the hosts."""
-    if url.startswith(("postgresql://", "postgres://")):
-        raise LedgerError("fleet database: PostgreSQL needs the PostgreSQL ledger backend")
-    return Ledger.open(url.removeprefix("sqlite://"))
+    return Ledger.open(url)
 
 
 @dataclass
@@ -164,7 +154,7 @@ class LeaseManager:
             return False
         self.fleet_db = db
         log.log(logging.WARNING if self.valid_until else logging.INFO, "fleet: connected to %s (node %s)",
-                safe_url(self.url), self.node)  # fmt: skip
+                pg.redact(self.url), self.node)  # fmt: skip
         self.problem = ""
         self._next_settle = self._next_reclaim = 0.0
         try:
@@ -328,10 +318,10 @@ def open_host_ledger(db: str, settings: Settings) -> Ledger:
     """The host's ledger; with a ``fleet:`` section, one whose lease manager is running (its first
     step, the first slices, done before the first call when the fleet database answers)."""
     if settings.fleet is None:
-        return Ledger.open(db)
-    ledger = FleetLedger.open(db)
+        return Ledger.open(db, node=settings.node or "")
+    ledger = FleetLedger.open(db, node=settings.node or "")
     f = settings.fleet
-    manager = LeaseManager(ledger, f.url, f.node or socket.gethostname(), slice_config(f),
+    manager = LeaseManager(ledger, f.url, settings.node or socket.gethostname(), slice_config(f),
                            settings.global_budgets())  # fmt: skip
     ledger.lease = manager
     manager.begin(time.time())

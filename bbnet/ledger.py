@@ -44,8 +44,12 @@ class Ledger(SliceOps, FleetOps, AuditOps, EgressOps):
                 if parent is None or parent["removed_at"] is not None:
                     raise LedgerError(f"parent bottle {bottle.parent!r} does not exist")
             c.execute(
-                "INSERT OR REPLACE INTO bottles (name, parent, netns, veth, addresses, cgroup, policy, managed,"
-                " labels, created_at, removed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO bottles (name, parent, netns, veth, addresses, cgroup, policy, managed, labels,"
+                " created_at, removed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE"
+                " SET parent = excluded.parent, netns = excluded.netns, veth = excluded.veth,"
+                " addresses = excluded.addresses, cgroup = excluded.cgroup, policy = excluded.policy,"
+                " managed = excluded.managed, labels = excluded.labels, created_at = excluded.created_at,"
+                " removed_at = NULL",
                 (
                     bottle.name,
                     bottle.parent,

@@ -122,6 +122,7 @@ class UsageRecord:
     latency_ms: float | None = None
     ts: float | None = None  # default: now
     lost: bool = False  # its meter died mid-call: billed from the reservation (estimated too)
+    node: str | None = None  # the host that metered it; default: the ledger connection's node
 
     @property
     def tokens(self) -> int:

@@ -1,4 +1,4 @@
-"""Validated names: bottles, agents and budget scopes.
+"""Validated names: bottles, agents, budget scopes and nodes (hosts).
 
 Every name that can reach an nftables rule, an interface name, a cgroup path or a SQL row goes
 through here first, so nothing downstream ever sees an unchecked string.
@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 BOTTLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class NameError_(ValueError):
@@ -31,6 +34,16 @@ def agent_name(value: str) -> str:
     if not isinstance(value, str) or not AGENT_NAME_RE.fullmatch(value):
         raise NameError_(
             f"invalid agent name {value!r}: use 1-64 characters, letters, digits, '.', '_' and '-'"
+        )
+    return value
+
+
+def node_name(value: str) -> str:
+    """A host's name in the ledger (``node``): a DNS label, as a host name's first part is."""
+    if not isinstance(value, str) or not NODE_NAME_RE.fullmatch(value):
+        raise NameError_(
+            f"invalid node name {value!r}: use 1-63 characters, lowercase letters, digits and '-',"
+            " starting and ending with a letter or digit"
         )
     return value
 

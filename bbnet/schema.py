@@ -142,7 +142,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, bottle, host, code)
     );
     """,
-    # v7: fleet budgets (bbnet/fleet.py). On a host, a fleet budget's pool is capped by the slices the
+    # v7: the node (host) that metered each call, so a fleet's reports can group per host; a
+    # reservation keeps it too, so a lost call is billed to the node that made it. NULL: before v7
+    """
+    ALTER TABLE usage ADD COLUMN node TEXT;
+    ALTER TABLE reservations ADD COLUMN node TEXT;
+    """,
+    # v8: fleet budgets (bbnet/fleet.py). On a host, a fleet budget's pool is capped by the slices the
     # host holds (slice_limit; NULL: not a fleet pool) and slice_open says the fleet still has room
     # beyond them. On the fleet database, one lease per (node, pool): what the node was granted
     # (counted in the pool's reserved until consumed) and what it has settled as used.

@@ -15,11 +15,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_PROXY_PORT
+from bbnet.defaults import DEFAULT_ADDRESS_POOL, DEFAULT_DB, DEFAULT_PROXY_PORT
 from bbnet.egress import PolicyDoc
 from bbnet.limits import SettingsError
 from bbnet.model import MICROS_PER_USD, Budget
-from bbnet.names import Scope
+from bbnet.names import Scope, node_name
 from bbnet.providers import PROVIDER_KEYS, Provider, openai_compatible
 
 DEFAULT_SETTINGS = "/etc/bbnet/settings.yml"
@@ -64,9 +64,6 @@ class FleetSettings(_Strict):
     """Global budgets shared by every host on one fleet database (bbnet/fleet.py)."""
 
     url: Annotated[str, Field(min_length=1)]  # postgresql://user:password@host/db (or a shared SQLite file)
-    node: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = (
-        None  # default: hostname
-    )
     slice_tokens: Annotated[int | None, Field(gt=0)] = None  # default: slice_fraction of the limit
     slice_usd: Annotated[Decimal | None, Field(gt=0)] = None
     slice_fraction: Annotated[float, Field(gt=0, le=1)] = 0.05
@@ -74,6 +71,19 @@ class FleetSettings(_Strict):
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
     settle_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     idle_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+
+
+class LedgerSettings(_Strict):
+    """Where the ledger is (``--db`` and ``BBNET_DB`` win): a SQLite file or a ``postgresql://`` URL."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith(("postgresql://", "postgres://", "/"))):
+            raise ValueError("expected a postgresql:// URL or an absolute file path")
+        return v
 
 
 class Settings(_Strict):
@@ -90,6 +100,17 @@ class Settings(_Strict):
     providers: list[ExtraProvider] = []
     egress: PolicyDoc = PolicyDoc()  # the host default; absent: the LLM providers only
     fleet: FleetSettings | None = None  # absent: global budgets are this host's alone
+    ledger: LedgerSettings = LedgerSettings()
+    node: str | None = None  # this host's name in usage rows; None: the machine's host name
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str | None) -> str | None:
+        return None if v is None else node_name(v)
+
+    def ledger_target(self, db: str | None) -> str:
+        """The ledger to open: ``--db``/``BBNET_DB`` if given, else ``ledger.url``, else the default file."""
+        return db or self.ledger.url or DEFAULT_DB
 
     @field_validator("address_pool")
     @classmethod

@@ -1,29 +1,44 @@
-"""The ledger's connection: opening (0600, WAL), migrations, and write transactions.
+"""The ledger's connection: opening, migrations, and write transactions, on SQLite or PostgreSQL.
 
-The repository API is split by concern (:mod:`bbnet.budgets`, :mod:`bbnet.audit`,
-:mod:`bbnet.ledger`); all of it goes through :meth:`Store._tx`, one ``BEGIN IMMEDIATE``
-transaction that is retried while another writer holds the lock.
+The ledger is a SQLite file (0600, WAL) or, when its location is a ``postgresql://`` URL, a
+PostgreSQL database (psycopg 3, through the adapter in :mod:`bbnet.pg`). The repository API is
+split by concern (:mod:`bbnet.budgets`, :mod:`bbnet.audit`, :mod:`bbnet.ledger`,
+:mod:`bbnet.egress_ops`) and written once; every write goes through :meth:`Store._tx`:
+
+* SQLite: one ``BEGIN IMMEDIATE`` transaction, retried while another writer holds the lock;
+* PostgreSQL: one transaction whose first statement takes a transaction-scoped advisory lock
+  (``pg_advisory_xact_lock``), held until COMMIT or ROLLBACK. Writers are serialised exactly as
+  SQLite's are, and under READ COMMITTED each later statement sees every commit made before the
+  lock was granted, so a read-modify-write of pools cannot interleave with another. (SERIALIZABLE
+  with retry would need every transaction body to be re-runnable, which a ``with`` block is not.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
+import psycopg
+
+from bbnet import pg
+from bbnet.defaults import DEFAULT_DB
+from bbnet.dialect import POSTGRES, SQLITE, pg_schema
 from bbnet.model import (
     Bottle,
     PoolView,
 )
+from bbnet.names import node_name
 from bbnet.schema import MIGRATIONS, SCHEMA_VERSION
 
-DEFAULT_DB = "/var/lib/bbnet/ledger.db"
 BUSY_TIMEOUT_MS = 10_000
 _RETRY_SECONDS = 30.0
 _MAX_DEPTH = 16
@@ -33,11 +48,34 @@ class LedgerError(Exception):
     """A ledger operation that cannot be done; the message is fit for a user."""
 
 
+class LedgerUnreachable(LedgerError):
+    """The ledger's server cannot be reached (PostgreSQL down, network gone): retrying may help."""
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn(Protocol):
+    """What the ops code uses of a connection: ``sqlite3.Connection`` or :class:`bbnet.pg.PgConnection`."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Cursor: ...
+
+
 def default_path() -> str:
     return os.environ.get("BBNET_DB") or DEFAULT_DB
 
 
-def bottle_from_row(r: sqlite3.Row) -> Bottle:
+def default_node() -> str:
+    """The machine's host name (its first label, lowercased): the default name of the node that
+    meters a call (settings ``node:``)."""
+    return socket.gethostname().split(".")[0].lower()
+
+
+def bottle_from_row(r: Any) -> Bottle:
     return Bottle(
         name=r["name"],
         parent=r["parent"],
@@ -53,7 +91,7 @@ def bottle_from_row(r: sqlite3.Row) -> Bottle:
     )
 
 
-def pool_from_row(r: sqlite3.Row) -> PoolView:
+def pool_from_row(r: Any) -> PoolView:
     return PoolView(
         scope=r["scope"],
         provider=r["provider"],
@@ -68,19 +106,56 @@ def pool_from_row(r: sqlite3.Row) -> PoolView:
 
 
 class Store:
-    """A connection to the ledger file. Safe to share between threads of one process."""
+    """A connection to the ledger. Safe to share between threads of one process."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        *,
+        path: Path | None = None,
+        url: str | None = None,
+        node: str = "",
+        ready: bool = True,
+    ) -> None:
         self._conn = conn
+        self._ready = ready  # migrated; False: a lazy PostgreSQL open that has not reached the server yet
         self._lock = threading.RLock()
-        self.path = path
+        self._path = path  # the SQLite file; None on PostgreSQL
+        self.url = url  # the PostgreSQL URL (with its password: never print it); None on SQLite
+        self.dialect = POSTGRES if url is not None else SQLITE
+        self.where = pg.redact(url) if url is not None else str(path)  # for messages
+        try:
+            self.node = node_name(node or default_node())
+        except ValueError as e:
+            conn.close()
+            raise LedgerError(f"{e} (set node: in the settings)") from None
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (a PostgreSQL ledger has none)."""
+        if self._path is None:
+            raise LedgerError(f"ledger {self.where} is a PostgreSQL database, not a file")
+        return self._path
 
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, create: bool = True) -> Self:
-        """Open (and create, 0600, and migrate) the ledger at ``path``."""
-        p = Path(path or default_path())
+    def open(
+        cls, target: str | Path | None = None, *, create: bool = True, node: str = "", lazy: bool = False
+    ) -> Self:
+        """Open (and create, and migrate) the ledger at ``target``: a file path or a ``postgresql://`` URL.
+
+        ``node`` names this host in the usage rows it writes (default: the host name). ``lazy``
+        (PostgreSQL): a server that cannot be reached yet is no error here; every call raises
+        :class:`LedgerUnreachable` until it can be, and the first that reaches it migrates. A server
+        that answers and refuses (wrong password, no such database) is always an error here."""
+        where = str(target) if target is not None else default_path()
+        if pg.is_url(where):
+            return cls._open_postgres(where, create, node, lazy)
+        return cls._open_sqlite(Path(where), create, node)
+
+    @classmethod
+    def _open_sqlite(cls, p: Path, create: bool, node: str) -> Self:
         if not p.exists():
             if not create:
                 raise LedgerError(f"no ledger at {p} (run a bbnet command that creates it, or pass --db)")
@@ -100,10 +175,29 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            ledger = cls(conn, p)
-            ledger._migrate()
+            ledger = cls(conn, path=p, node=node)
+            ledger._migrate(create)
         except sqlite3.DatabaseError as e:
             raise LedgerError(f"cannot open ledger at {p}: {e}") from None
+        return ledger
+
+    @classmethod
+    def _open_postgres(cls, url: str, create: bool, node: str, lazy: bool) -> Self:
+        try:
+            conn = pg.PgConnection(url)
+        except psycopg.Error as e:
+            problem = f"cannot open ledger at {pg.redact(url)}: {pg.describe(url, e)}"
+            if pg.refused(e):
+                raise LedgerError(problem) from None
+            if not lazy:
+                raise LedgerUnreachable(problem) from None
+            return cls(pg.PgConnection(url, connect=False), url=url, node=node, ready=False)
+        ledger = cls(conn, url=url, node=node)
+        try:
+            ledger._migrate(create)
+        except BaseException:
+            conn.close()
+            raise
         return ledger
 
     def close(self) -> None:
@@ -116,36 +210,46 @@ class Store:
         self.close()
 
     def schema_version(self) -> int:
-        row = self._conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
-        ).fetchone()
-        if row is None:
+        exists = (
+            "SELECT to_regclass('schema_version') IS NOT NULL"
+            if self.dialect == POSTGRES
+            else "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        )
+        if not self._read(exists)[0][0]:
             return 0
-        return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
+        return int(self._read("SELECT version FROM schema_version")[0][0])
 
-    def _migrate(self) -> None:
+    def _migrate(self, create: bool = True) -> None:
         if self.schema_version() == SCHEMA_VERSION:
             return
+        if not create and self.dialect == POSTGRES and self.schema_version() == 0:
+            raise LedgerError(f"no ledger at {self.where} (run a bbnet command that creates it)")
         with self._tx() as c:
             c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             if c.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
                 c.execute("INSERT INTO schema_version VALUES (0)")
-            current = self.schema_version()
+            current = int(c.execute("SELECT version FROM schema_version").fetchone()[0])
             if current > SCHEMA_VERSION:
                 raise LedgerError(
-                    f"ledger {self.path} has schema v{current}, newer than this bbnet (v{SCHEMA_VERSION})"
+                    f"ledger {self.where} has schema v{current}, newer than this bbnet (v{SCHEMA_VERSION})"
                 )
             for script in MIGRATIONS[current:]:
                 for statement in _statements(script):
-                    c.execute(statement)
+                    c.execute(pg_schema(statement) if self.dialect == POSTGRES else statement)
             c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; retried while another writer holds the lock."""
+    def _tx(self) -> Iterator[Conn]:
+        """One write transaction: SQLite's ``BEGIN IMMEDIATE`` (retried while another writer holds
+        the lock), or PostgreSQL's transaction under the ledger's advisory write lock."""
         with self._lock:
+            if self.dialect == POSTGRES:
+                self._ensure_ready()
+                with self._unreachable_as_error(), self._conn.transaction() as c:
+                    yield c
+                return
             deadline = time.monotonic() + _RETRY_SECONDS
             while True:
                 try:
@@ -166,22 +270,55 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    @contextmanager
+    def _unreachable_as_error(self) -> Iterator[None]:
+        """PostgreSQL's "cannot reach the server" (and a lock held past its timeout) as a LedgerError."""
+        try:
+            yield
+        except psycopg.errors.LockNotAvailable:
+            raise LedgerError(f"ledger {self.where} stayed locked for {pg.LOCK_TIMEOUT_S}s") from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            raise LedgerUnreachable(
+                f"ledger {self.where} unreachable: {pg.describe(self.url or '', e)}"
+            ) from None
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            self._ensure_ready()
+            with self._unreachable_as_error():
+                return self._conn.execute(sql, args).fetchall()
+
+    def _ensure_ready(self) -> None:
+        """A lazy open's migration, on the first call that reaches the server."""
+        if self._ready:
+            return
+        self._ready = True  # the migration's own statements come through here
+        try:
+            self._migrate()
+        except BaseException:
+            self._ready = False
+            raise
 
     def data_version(self) -> int:
-        """Changes when another connection commits: a cheap "did anything change?" probe."""
+        """Changes when another connection commits: a cheap "did anything change?" probe.
+
+        SQLite: ``PRAGMA data_version``. PostgreSQL: a digest of the server's current snapshot
+        (xmin, xmax and the transactions in progress), which changes whenever a writing transaction
+        starts or ends anywhere on the server: it may change with nothing changed here (a write in
+        another database), never the other way round."""
+        if self.dialect == POSTGRES:
+            text = str(self._read("SELECT pg_current_snapshot()::text")[0][0])
+            return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
         return int(self._read("PRAGMA data_version")[0][0])
 
     @staticmethod
-    def _require_bottle(c: sqlite3.Connection, name: str) -> None:
+    def _require_bottle(c: Conn, name: str) -> None:
         row = c.execute("SELECT 1 FROM bottles WHERE name = ? AND removed_at IS NULL", (name,)).fetchone()
         if row is None:
             raise LedgerError(f"unknown bottle {name!r}")
 
     @staticmethod
-    def _chain(c: sqlite3.Connection, name: str) -> list[str]:
+    def _chain(c: Conn, name: str) -> list[str]:
         """The bottle and its ancestors, nearest first."""
         chain: list[str] = []
         current: str | None = name

@@ -58,7 +58,9 @@ def pool(url: str) -> tuple[int, int]:
 
 def run_hosts(work: Path, url: str | None, n: int, *args: str) -> list[dict[str, Any]]:
     go = work / f"go-{n}-{time.monotonic_ns()}"
-    procs = [start_host(work, url, f"h{n}-{i}-{time.monotonic_ns()}", *args, "--go", str(go)) for i in range(n)]
+    procs = [
+        start_host(work, url, f"h{n}-{i}-{time.monotonic_ns()}", *args, "--go", str(go)) for i in range(n)
+    ]
     go.touch()
     return [finish(p) for p in procs]
 

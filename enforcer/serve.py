@@ -89,17 +89,15 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
 
     require_root()
     with single_instance(lock):
-        meter_ledger = fleet_lease.open_host_ledger(
-            db, settings
-        )  # with fleet: the global budgets are the fleet's
+        meter_ledger = fleet_lease.open_host_ledger(db, settings)  # fleet: global budgets are the fleet's
         synced = meter_ledger.sync_budgets([] if settings.fleet else settings.global_budgets())
         log.info(
             "ledger %s; budgets from settings: %d changed, %d removed",
-            db,
+            meter_ledger.where,
             synced["changed"],
             synced["removed"],
         )
-        controller = Controller(Ledger.open(db), Nft(), settings)
+        controller = Controller(Ledger.open(db, node=settings.node or ""), Nft(), settings)
         controller.start()
         meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream,
                       catalogue=with_extra(settings.extra_providers()), on_commit=controller.notify_commit,

@@ -60,7 +60,7 @@ def serve(
             "no settings file at %s: using the documented defaults", path
         )
     try:
-        service.serve(s, db=db or default_db(), host=host, port=port, confdir=confdir or default_confdir(),
+        service.serve(s, db=s.ledger_target(db), host=host, port=port, confdir=confdir or default_confdir(),
                       upstream=upstream, lock=lock or service.default_lock(),
                       fail_open=s.fail_open or fail_open_from_env())  # fmt: skip
     except EnforcerError as e:
@@ -86,7 +86,8 @@ def doctor(
 
     path = settings or settings_mod.default_path()
     try:
-        port = settings_mod.load(path).proxy_port
+        loaded = settings_mod.load(path)
+        port, db = loaded.proxy_port, loaded.ledger_target(db)
     except settings_mod.SettingsError:
         port = DEFAULT_PROXY_PORT
     host, port = parse_listen(proxy or f"127.0.0.1:{port}")

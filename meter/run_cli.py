@@ -19,7 +19,7 @@ from bbnet.clikit import (
     parse_listen,
 )
 from bbnet.defaults import DEFAULT_PROXY_PORT
-from bbnet.ledger import Ledger, LedgerError, default_path
+from bbnet.ledger import Ledger, LedgerError
 from bbnet.providers import with_extra
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def run(
     ledger: Ledger | None = None
     problem = ""
     try:
-        ledger = Ledger.open(db or default_path())
+        ledger = Ledger.open(s.ledger_target(db), node=s.node or "", lazy=True)
     except LedgerError as e:
         problem = str(e)
     meter = Meter(ledger, ledger_problem=problem, fail_open=s.fail_open or fail_open_from_env(),

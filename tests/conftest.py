@@ -74,6 +74,14 @@ def pg_url(pg_server: pgserver.PgServer) -> str:
     return pg_server.new_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh ledger lives, once per backend: a SQLite file path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bbnet import fleet
-from bbnet.fleet_lease import describe, safe_url
+from bbnet.fleet_lease import describe
 
 amounts = st.integers(min_value=0, max_value=10**9)
 
@@ -93,7 +93,6 @@ def test_keep_and_bound() -> None:
 
 def test_messages_never_show_the_password() -> None:
     url = "postgresql://bbnet:s3cret@db.example:5432/fleet"
-    assert safe_url(url) == "postgresql://bbnet:[REDACTED]@db.example:5432/fleet"
     line = describe(url, RuntimeError("connection failed: FATAL:  password authentication failed (s3cret)"))
-    assert "s3cret" not in line and line.startswith("fleet database postgresql://bbnet:[REDACTED]@")
+    assert "s3cret" not in line and line.startswith("fleet database: ")
     assert "\n" not in describe(url, RuntimeError("a\nb\nc"))

@@ -1,9 +1,10 @@
-"""The ledger's repository API against a real SQLite file."""
+"""The ledger's repository API against both backends: a real SQLite file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,15 @@ def _usage(bottle: str = "a", inp: int = 100, out: int = 50, **kw: object) -> Us
 
 
 @pytest.fixture
-def ledger(db: Path) -> Ledger:
-    led = Ledger.open(db)
-    led.add_bottle(Bottle("a"))
-    return led
+def ledger(ledger_db: str) -> Iterator[Ledger]:
+    with Ledger.open(ledger_db) as led:
+        led.add_bottle(Bottle("a"))
+        yield led
 
 
-def test_files_are_private_and_wal(ledger: Ledger, db: Path) -> None:
+def test_sqlite_files_are_private_and_wal(db: Path) -> None:
+    ledger = Ledger.open(db)
+    ledger.add_bottle(Bottle("a"))
     ledger.reserve(_req("k"))
     for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f

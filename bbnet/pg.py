@@ -1,0 +1,141 @@
+"""The PostgreSQL side of the ledger's connection: a thin adapter so the ops code runs unchanged.
+
+:class:`PgConnection` looks like the part of ``sqlite3.Connection`` the ops use: ``execute(sql,
+args)`` with SQLite's placeholders (translated by :mod:`bbnet.dialect`) returning a cursor with
+``fetchone``/``fetchall``/``rowcount``, rows indexable by name and by position (:class:`Row`).
+Integer sums come back as ``int`` (PostgreSQL sums ``BIGINT`` as ``numeric``).
+
+A broken connection is reopened on the next call; every failure to reach the server is a
+:class:`~bbnet.store.LedgerError`-shaped one-liner (:func:`describe`) that never shows the password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bbnet.dialect import pg_query, pick
+
+# Every write transaction takes this transaction-scoped advisory lock first (see Store._tx).
+WRITE_LOCK = 0x62626E6574  # "bbnet"
+LOCK_TIMEOUT_S = 30
+# libpq options: connect, and notice a dead server, within seconds (a meter must not hang on a
+# vanished host); the URL's own options win
+_CONNECT = (
+    "connect_timeout=5 keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3"
+    " tcp_user_timeout=10000 application_name=bbnet"
+)
+
+
+def is_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (``postgresql://user:***@host/db``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def describe(url: str, e: Exception) -> str:
+    """One line for a psycopg failure, with the password scrubbed from whatever the driver said."""
+    lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
+    # libpq: "connection failed: connection to server at ... failed: FATAL:  password ..."
+    text = (lines[0] if lines else type(e).__name__).removeprefix("connection failed: ")
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "***")
+    return " ".join(text.split())
+
+
+def refused(e: Exception) -> bool:
+    """The server answered and refused (wrong password, no such database), or the URL is wrong:
+    retrying will not help, unlike a server that cannot be reached."""
+    return any(mark in str(e) for mark in ("FATAL:", "connection is bad", "invalid", "missing"))
+
+
+class Row(Sequence[Any]):
+    """One result row, by position and by column name (like ``sqlite3.Row``); ``dict(row)`` works."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._values[self._index[key] if isinstance(key, str) else key]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
+
+
+def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
+    index = {c.name: i for i, c in enumerate(cursor.description or ())}
+    return lambda values: Row(values, index)
+
+
+class _IntegralNumeric(Loader):
+    """``numeric`` as ``int`` when integral (a ``sum`` of BIGINTs), else ``float``."""
+
+    def load(self, data: Any) -> int | float:
+        text = bytes(data)
+        return float(text) if b"." in text or b"N" in text else int(text)
+
+
+class PgConnection:
+    """One psycopg connection (autocommit: reads are single statements, writes open a transaction)."""
+
+    def __init__(self, url: str, *, connect: bool = True) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        if connect:
+            self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(
+            make_conninfo(_CONNECT, **conninfo_to_dict(self.url)), autocommit=True, row_factory=_row_factory
+        )
+        conn.adapters.register_loader("numeric", _IntegralNumeric)
+        conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+        self._conn = conn
+        return conn
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            return self._connect()
+        return self._conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        query, order = pg_query(sql)
+        return self._live().execute(query, pick(order, tuple(args)))
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        """A write transaction holding :data:`WRITE_LOCK` from its first statement to its end."""
+        conn = self._live()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            yield self
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
