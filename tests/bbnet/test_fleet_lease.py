@@ -14,15 +14,20 @@ from bbnet.fleet_lease import FleetLedger, LeaseManager, open_fleet
 from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, UsageRecord
 from bbnet.names import Scope
+from tests import pgserver
 
 LIMIT = 10_000
 MakeHost = Callable[..., tuple[FleetLedger, LeaseManager]]
 CFG = fleet.SliceConfig(slice_tokens=1000, low_water=0.5, lease_seconds=10, settle_seconds=1, idle_seconds=5)
 
 
-@pytest.fixture
-def fleet_url(tmp_path: Path) -> str:
-    return str(tmp_path / "fleet.db")
+@pytest.fixture(params=["postgresql", "sqlite"])
+def fleet_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The fleet database: PostgreSQL, and a SQLite file shared by the hosts (for trials)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fleet.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 def budget(period: str = "total") -> Budget:
@@ -136,5 +141,15 @@ def test_fleet_unreachable_at_start_fails_closed_in_one_line(make_host: MakeHost
     ledger, _ = make_host("a", url=str(tmp_path / "file" / "fleet.db"))  # cannot be created
     with pytest.raises(LedgerError) as e:
         call(ledger, "k1")
-    assert str(e.value).startswith("fleet database ") and "\n" not in str(e.value)
+    assert str(e.value).startswith("fleet database: ") and "\n" not in str(e.value)
     assert ledger.reservations() == []  # nothing held, nothing recorded
+
+
+def test_a_wrong_password_is_one_line_without_it(make_host: MakeHost, pg_server: pgserver.PgServer) -> None:
+    url = pg_server.url(password="not-the-password-x")
+    ledger, _ = make_host("a", url=url)
+    with pytest.raises(LedgerError) as e:
+        call(ledger, "k1")
+    line = str(e.value)
+    assert "password authentication failed" in line and "not-the-password-x" not in line and "\n" not in line
+    assert ledger.reservations() == []
