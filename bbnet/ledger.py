@@ -1,9 +1,9 @@
-"""The host ledger: one SQLite file (WAL) behind a small repository API.
+"""The ledger: one SQLite file (WAL) or one PostgreSQL database, behind a small repository API.
 
 No SQL lives outside the ledger modules (:mod:`bbnet.store`, :mod:`bbnet.budgets`,
 :mod:`bbnet.audit`, :mod:`bbnet.egress_ops`, this one). Every read-modify-write of budget state is one ``BEGIN IMMEDIATE``
-transaction, so pools stay exact under concurrent writers. A PostgreSQL backend can stand behind
-the same calls.
+transaction (PostgreSQL: one transaction under an advisory write lock), so pools stay exact
+under concurrent writers.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from bbnet.fleet_ops import FleetOps
 from bbnet.model import POLICIES, Bottle
 from bbnet.names import bottle_name
 from bbnet.slices import SliceOps
-from bbnet.store import DEFAULT_DB, LedgerError, bottle_from_row, default_path
+from bbnet.store import DEFAULT_DB, LedgerError, LedgerUnreachable, bottle_from_row, default_path
 
-__all__ = ["DEFAULT_DB", "Ledger", "LedgerError", "default_path"]
+__all__ = ["DEFAULT_DB", "Ledger", "LedgerError", "LedgerUnreachable", "default_path"]
 
 
 class Ledger(SliceOps, FleetOps, AuditOps, EgressOps):

@@ -11,8 +11,9 @@ A broken connection is reopened on the next call; every failure to reach the ser
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +26,7 @@ from bbnet.dialect import pg_query, pick
 # Every write transaction takes this transaction-scoped advisory lock first (see Store._tx).
 WRITE_LOCK = 0x62626E6574  # "bbnet"
 LOCK_TIMEOUT_S = 30
+RETRY_S = 1.0
 # libpq options: connect, and notice a dead server, within seconds (a meter must not hang on a
 # vanished host); the URL's own options win
 _CONNECT = (
@@ -107,13 +109,25 @@ class PgConnection:
     def __init__(self, url: str, *, connect: bool = True) -> None:
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
+        self._retry_at = 0.0  # after a failed connect: no new attempt before this (monotonic)
+        self._failure = ""
         if connect:
             self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(
-            make_conninfo(_CONNECT, **conninfo_to_dict(self.url)), autocommit=True, row_factory=_row_factory
-        )
+        """Connect; a server that could not be reached is tried again at most every RETRY_S seconds,
+        so callers on an event loop (the meter) block for at most one attempt per interval."""
+        if time.monotonic() < self._retry_at:
+            raise psycopg.OperationalError(self._failure)
+        try:
+            conn = psycopg.connect(
+                make_conninfo(_CONNECT, **conninfo_to_dict(self.url)),
+                autocommit=True,
+                row_factory=_row_factory,
+            )
+        except psycopg.OperationalError as e:
+            self._retry_at, self._failure = time.monotonic() + RETRY_S, str(e)
+            raise
         conn.adapters.register_loader("numeric", _IntegralNumeric)
         conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
         self._conn = conn
@@ -125,16 +139,51 @@ class PgConnection:
         return self._conn
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        """One statement; outside a transaction, a connection found broken (the server restarted
+        since the last call) is replaced and the statement tried once more: a read is safe to repeat."""
         query, order = pg_query(sql)
-        return self._live().execute(query, pick(order, tuple(args)))
+        params = pick(order, tuple(args))
+        conn = self._live()
+        try:
+            return conn.execute(query, params)
+        except psycopg.OperationalError:
+            if not conn.broken or self._in_tx:
+                raise
+            return self._live().execute(query, params)
+
+    _in_tx = False
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
         """A write transaction holding :data:`WRITE_LOCK` from its first statement to its end."""
-        conn = self._live()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        conn = self._begin()
+        try:
             yield self
+        except BaseException:
+            self._in_tx = False
+            with suppress(psycopg.Error):  # a broken connection has rolled back already
+                conn.execute("ROLLBACK")
+            raise
+        self._in_tx = False
+        conn.execute("COMMIT")
+
+    def _begin(self) -> psycopg.Connection[Any]:
+        """BEGIN and take the lock; a connection found broken here is replaced once (nothing was done)."""
+        for attempt in (1, 2):
+            conn = self._live()
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            except psycopg.OperationalError:
+                if not conn.broken:  # the lock timed out: end the transaction, report it
+                    conn.execute("ROLLBACK")
+                    raise
+                if attempt == 2:
+                    raise
+                continue
+            self._in_tx = True
+            return conn
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._conn is not None:

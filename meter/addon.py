@@ -28,12 +28,13 @@ from mitmproxy import http, tcp
 
 from bbnet import providers
 from bbnet.egress import Policy
-from bbnet.ledger import Ledger, LedgerError
+from bbnet.ledger import Ledger, LedgerError, LedgerUnreachable
 from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
 from meter import egress, errors, estimate, gate, request
 from meter.attribution import AGENT_HEADER, Directory
+from meter.journal import Journal, Pending
 from meter.prefix import PrefixMemory
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
@@ -42,6 +43,7 @@ from meter.ws_addon import SocketMeter
 
 log = logging.getLogger("bbnet.meter")
 DEGRADED_HEADER = "x-bbnet-degraded"
+JOURNAL_RETRY_S = 1.0  # how often writes waiting for an unreachable ledger are retried
 META = "bbnet"
 
 #: Called after every commit (the controller's wake-up) and after a DENY that found a pool
@@ -119,10 +121,13 @@ class Meter:
         self.memory = PrefixMemory()  # each agent's recent calls and their real input counts
         self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
         self._renewer: asyncio.Task[None] | None = None
+        self.journal: Journal[Call] = Journal()  # writes waiting for an unreachable ledger
+        self._replayer: asyncio.Task[None] | None = None
 
     def running(self) -> None:
         if self.ledger is not None and self._renewer is None:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(self.ledger))
+            self._replayer = asyncio.get_running_loop().create_task(self._replay_journal(self.ledger))
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
         if self.ledger is None:  # WARNING: an ERROR logged during startup makes mitmproxy exit
@@ -130,9 +135,13 @@ class Meter:
             log.warning("ledger unavailable (%s): LLM calls are %s", self.ledger_problem, fate)
 
     def done(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            self._renewer = None
+        for task in (self._renewer, self._replayer):
+            if task is not None:
+                task.cancel()
+        self._renewer = self._replayer = None
+        if self.journal:
+            log.error("stopping with %d ledger writes unwritten: their leases expire and are billed as lost",
+                      len(self.journal))  # fmt: skip
 
     async def _renew_leases(self, ledger: Ledger) -> None:
         """Keep the leases of the calls in flight from running out, however long a call takes: only a
@@ -401,6 +410,9 @@ class Meter:
     def _write_commit(self, ledger: Ledger, call: Call, record: UsageRecord) -> None:
         try:
             result = ledger.commit(call.key, record)
+        except LedgerUnreachable as e:
+            self._keep(Pending(call.key, call, record), e)
+            return
         except LedgerError as e:
             log.error(
                 "commit failed for %s (bottle %s): %s; releasing",
@@ -410,6 +422,9 @@ class Meter:
             )
             self._write_release(ledger, call, "commit failed")
             return
+        self._committed(call, record, result)
+
+    def _committed(self, call: Call, record: UsageRecord, result: CommitResult) -> None:
         log.info("commit bottle=%s agent=%s provider=%s model=%s in=%d out=%d estimated=%s exhausted=%s",
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
@@ -420,16 +435,59 @@ class Meter:
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 
-    @staticmethod
-    def _write_release(ledger: Ledger, call: Call, why: str) -> None:
+    def _write_release(self, ledger: Ledger, call: Call, why: str) -> None:
         try:
             ledger.release(call.key)
+        except LedgerUnreachable as e:
+            self._keep(Pending(call.key, call, None), e)
+            return
         except LedgerError as e:
             log.error(
                 "release failed for %s: %s (the lease expires on its own)", call.key, errors.redact(str(e))
             )
             return
         log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
+
+    # -- the ledger unreachable mid-call: its writes wait in the journal (meter/journal.py) ------
+
+    def _keep(self, item: Pending[Call], e: LedgerError) -> None:
+        what = "commit" if item.record is not None else "release"
+        log.warning("%s of %s (bottle %s) waits for the ledger: %s", what, item.key, item.call.bottle,
+                    errors.redact(str(e)))  # fmt: skip
+        dropped = self.journal.add(item)
+        if dropped is not None:
+            log.error("ledger journal full (%d): dropped the %s of %s; its lease expires and is billed as lost",
+                      self.journal.limit, "commit" if dropped.record else "release", dropped.key)  # fmt: skip
+
+    async def _replay_journal(self, ledger: Ledger) -> None:
+        """Write what waits in the journal, in order, once the ledger answers again."""
+        while True:
+            await asyncio.sleep(JOURNAL_RETRY_S)
+            self.replay(ledger)
+
+    def replay(self, ledger: Ledger) -> int:
+        """Write the journal's entries until the ledger fails again; how many were written."""
+        written = 0
+        while (item := self.journal.first()) is not None:
+            try:
+                if item.record is None:
+                    ledger.release(item.key)
+                else:
+                    result = ledger.commit(item.key, item.record)
+            except LedgerUnreachable:
+                break
+            except LedgerError as e:  # the ledger answers and refuses it: retrying will not help
+                log.error("journalled write of %s failed: %s", item.key, errors.redact(str(e)))
+            else:
+                if item.record is not None:
+                    self._committed(item.call, item.record, result)
+                else:
+                    log.info("release bottle=%s key=%s: replayed", item.call.bottle, item.key)
+            self.journal.done()
+            written += 1
+        if written:
+            log.info("ledger back: %d journalled writes replayed, %d waiting", written, len(self.journal))
+        return written
 
 
 def _output_seen(flow: http.HTTPFlow) -> int:

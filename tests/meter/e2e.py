@@ -67,7 +67,7 @@ class MeterProxy:
 
 
 def launch_proxy(
-    workdir: Path, db: Path, upstream_map: list[str], env: dict[str, str] | None = None,
+    workdir: Path, db: Path | str, upstream_map: list[str], env: dict[str, str] | None = None,
     settings_text: str = "fail_open: false\n",
 ) -> MeterProxy:  # fmt: skip
     """Start `bbnet meter run` (not waiting for it: see :func:`wait_ready`)."""
