@@ -19,14 +19,15 @@ from bbnet.fleet_lease import open_fleet
 from bbnet.ledger import Ledger
 from bbnet.model import Budget
 from bbnet.names import Scope
+from tests import pgserver
 from tests.conftest import REPO
 
 WAIT_S = 60.0
 
 
 @pytest.fixture
-def fleet_url(tmp_path: Path) -> str:
-    return str(tmp_path / "fleet.db")
+def fleet_url(pg_url: str) -> str:
+    return pg_url
 
 
 def fleet_budget(url: str, limit: int) -> None:
@@ -115,3 +116,34 @@ def test_a_killed_hosts_slice_returns_when_its_lease_expires(tmp_path: Path, fle
     # what the dead host consumed after its last settlement is the overshoot, bounded by its slice
     assert spent[1] + int(lease["consumed"]) == used
     assert spent[0] - int(lease["consumed"]) <= int(lease["granted"]) - int(lease["consumed"])
+
+
+def local_used(path: Path) -> int:
+    with Ledger.open(path) as ledger:
+        return sum(p.used for p in ledger.pools() if p.scope == "global")
+
+
+def test_postgresql_stopped_mid_run_settlement_catches_up(tmp_path: Path) -> None:
+    with pgserver.running() as server:  # its own server: this test stops it
+        url = server.new_database()
+        fleet_budget(url, 10**7)
+        args = ("--writers", "2", "--seconds", str(WAIT_S * 2), "--slice", "50000", "--settle-seconds", "0.2",
+                "--stop", str(tmp_path / "stop"))  # fmt: skip
+        with host(tmp_path, url, "h1", *args) as p1, host(tmp_path, url, "h2", *args) as p2:
+            wait_for(
+                "both hosts settled", lambda: all(int(r["consumed"]) > 0 for r in fleet_leases(url).values())
+            )
+            server.stop()
+            down = [local_used(tmp_path / f"{n}.db") for n in ("h1", "h2")]
+            # the hosts go on within the slices they hold: calls commit to their own ledgers
+            wait_for("calls while the fleet is down",
+                     lambda: all(local_used(tmp_path / f"{n}.db") > d for n, d in zip(("h1", "h2"), down, strict=True)))  # fmt: skip
+            server.start()
+            after = [local_used(tmp_path / f"{n}.db") for n in ("h1", "h2")]
+            wait_for("settlement caught up",
+                     lambda: all(int(fleet_leases(url)[n]["consumed"]) >= a for n, a in zip(("h1", "h2"), after, strict=True)))  # fmt: skip
+            (tmp_path / "stop").touch()
+            results = [result(p) for p in (p1, p2)]
+        used, reserved = fleet_pool(url)
+        assert used == sum(int(r["local_used"]) for r in results)  # every call counted once
+        assert reserved == 0
