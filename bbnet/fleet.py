@@ -118,7 +118,13 @@ def overshoot_bound(leases: Iterable[Lease]) -> int:
     return sum(max(0, lease.held) for lease in leases)
 
 
-def slice_open(limit: int, fleet_used: int) -> bool:
-    """Whether a node's spent slice is not the pool spent: real usage has not reached the limit,
-    so slices other nodes hold, or room left, may come its way."""
-    return fleet_used < limit
+def slice_open(limit: int, fleet_used: int, need: int = 1) -> bool:
+    """Whether a node's spent slice is not the pool spent: real usage leaves room for ``need`` (a
+    call's), so slices other nodes hold, or room left, may come its way."""
+    return limit - fleet_used >= max(need, 1)
+
+
+def short(ask: int, granted: int) -> bool:
+    """A grant that fell short of its ask: the pool is nearly spent, so every node gives back what
+    no call of its holds, and leases per call from then on (no fragments stranded on idle nodes)."""
+    return granted < ask

@@ -37,6 +37,7 @@ log = logging.getLogger("bbnet.fleet")
 _RECONNECT_S = 1.0
 _MIRROR_S = 5.0
 _TICK_S = 0.02
+_CALL_WAIT_S = 1.0  # the most a call waits for the manager before it fails closed
 _FLEET_ERRORS = (LedgerError, sqlite3.Error, psycopg.Error, OSError)
 
 
@@ -79,6 +80,7 @@ class LeaseManager:
     valid_until: float = 0.0  # the leases this host holds lapse then unless renewed
     _keys: set[tuple[str, str, str]] = field(default_factory=set)  # the fleet's budgets
     _limits: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    _short: set[PoolKey] = field(default_factory=set)  # pools whose last grant fell short
     _watch: dict[int, _Watch] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -192,7 +194,12 @@ class LeaseManager:
             self._settle_all(now)
         for s in self.local.slices(now):
             w = self._watched(s, now)
-            if self._current(s.key, now) and not w.idle and s.key.budget in self._keys:
+            if (
+                self._current(s.key, now)
+                and not w.idle
+                and s.key not in self._short
+                and s.key.budget in self._keys
+            ):
                 self._top_up(s, 0, now)
         if now >= self._next_reclaim:
             for node, amount in self.fleet_db.fleet_reclaim(now):
@@ -224,7 +231,7 @@ class LeaseManager:
                 continue
             ended = not self._current(s.key, now)
             idle = s.reserved == 0 and now - w.since >= self.cfg.idle_seconds
-            self._settle(s, now, release=release_all or ended or idle)
+            self._settle(s, now, release=release_all or ended or idle or s.key in self._short)
             if idle:
                 w.idle = True
             if ended and s.reserved == 0:
@@ -241,22 +248,26 @@ class LeaseManager:
         done = self.fleet_db.fleet_settle(self.node, s.key, s.used, s.limit, self.cfg.lease_seconds, now)
         if done is None:
             return
-        settlement, pool = done
-        if settlement.local_limit != s.limit:
-            self.local.set_slice(s.pool_id, settlement.local_limit, fleet.slice_open(pool.limit, pool.used))
+        settlement, pool, short = done
+        (self._short.add if short else self._short.discard)(s.key)
+        open_ = fleet.slice_open(pool.limit, pool.used)
+        if settlement.local_limit != s.limit or not open_:
+            self.local.set_slice(s.pool_id, settlement.local_limit, open_)
 
     def _top_up(self, s: LocalSlice, need: int, now: float) -> int:
         assert self.fleet_db is not None
         limit = self._limits.get(s.key.budget)
         if limit is None:
             return 0
-        size = fleet.slice_size(self.cfg, s.key.unit, limit)
+        # a short pool is leased per call: what the call needs, no more
+        size = 1 if s.key in self._short else fleet.slice_size(self.cfg, s.key.unit, limit)
         ask = fleet.top_up_ask(s.limit, s.used, s.reserved, size, self.cfg.low_water, need)
         if ask <= 0:
             return 0
         granted, pool = self.fleet_db.fleet_grant(self.node, s.key, ask, self.cfg.lease_seconds, now)
-        if pool is not None:  # also notes whether the fleet has room beyond the slice
-            self.local.grow_slice(s.pool_id, granted, fleet.slice_open(pool.limit, pool.used))
+        (self._short.add if fleet.short(ask, granted) else self._short.discard)(s.key)
+        if pool is not None:  # also notes whether the fleet has room beyond the slice, for this call
+            self.local.grow_slice(s.pool_id, granted, fleet.slice_open(pool.limit, pool.used, need))
         return granted
 
     # -- the call that does not fit --------------------------------------------------------------
@@ -266,11 +277,14 @@ class LeaseManager:
 
     def top_up_now(self, pool: PoolView, need: int) -> int:
         """Lease what a call needs of ``pool`` now (one round trip); raises LedgerError when the fleet
-        database is unreachable, so the call fails closed."""
-        now = time.time()
-        with self._lock:
-            if self.fleet_db is None and not self._connect(now):
-                raise LedgerError(self.problem or "fleet database unreachable")
+        database is unreachable, so the call fails closed. It never connects (the manager's thread
+        does, at most once a second) and never waits long behind the manager's step."""
+        if not self._lock.acquire(timeout=_CALL_WAIT_S):
+            raise LedgerError(f"fleet database: no answer within {_CALL_WAIT_S:.0f}s")
+        try:
+            if self.fleet_db is None:
+                raise LedgerError(self.problem or "fleet database: not connected")
+            now = time.time()
             key = PoolKey.of(pool)
             found = next((s for s in self.local.slices(now) if s.key == key), None)
             if found is None:
@@ -281,6 +295,8 @@ class LeaseManager:
             except _FLEET_ERRORS as e:
                 self._lost(e)
                 raise LedgerError(self.problem) from None
+        finally:
+            self._lock.release()
 
 
 class FleetLedger(Ledger):

@@ -53,7 +53,7 @@ class FleetOps(BudgetOps):
                 c, "b.scope = ? AND b.provider = ? AND b.unit = ?", now, (key.scope, key.provider, key.unit)
             )
         return c.execute(
-            "SELECT p.id, b.limit_amount, p.used, p.reserved FROM pools p JOIN budgets b ON b.scope = p.scope"
+            "SELECT p.id, b.limit_amount, p.used, p.reserved, p.fleet_short FROM pools p JOIN budgets b ON b.scope = p.scope"
             " AND b.provider = p.provider AND b.unit = p.unit AND b.period = p.period WHERE p.scope = ?"
             " AND p.provider = ? AND p.unit = ? AND p.period = ? AND p.period_start = ?",
             (key.scope, key.provider, key.unit, key.period, key.period_start),
@@ -86,7 +86,8 @@ class FleetOps(BudgetOps):
 
     def fleet_grant(self, node: str, key: PoolKey, ask: int, lease_seconds: float,
                     now: float | None = None) -> tuple[int, PoolView | None]:  # fmt: skip
-        """Lease up to ``ask`` more of ``key``'s pool to ``node``; returns (granted, the pool after)."""
+        """Lease up to ``ask`` more of ``key``'s pool to ``node``; returns (granted, the pool after).
+        A grant short of its ask marks the pool short (:func:`bbnet.fleet.short`); a whole one clears it."""
         at = time.time() if now is None else now
 
         def attempt() -> tuple[int, PoolView | None]:
@@ -110,18 +111,24 @@ class FleetOps(BudgetOps):
                     " WHERE node = ? AND pool_id = ?",
                     (amount, at + lease_seconds, at, node, row["id"]),
                 )
+                if fleet.short(ask, amount) != bool(row["fleet_short"]):
+                    c.execute(
+                        "UPDATE pools SET fleet_short = ? WHERE id = ?",
+                        (int(fleet.short(ask, amount)), row["id"]),
+                    )
                 return amount, self._view(key, row)
 
         result: tuple[int, PoolView | None] = self._retrying(attempt)
         return result
 
     def fleet_settle(self, node: str, key: PoolKey, local_used: int, keep: int, lease_seconds: float,
-                     now: float | None = None) -> tuple[fleet.Settlement, PoolView] | None:  # fmt: skip
+                     now: float | None = None) -> tuple[fleet.Settlement, PoolView, bool] | None:  # fmt: skip
         """Settle ``node``'s consumption of ``key`` (``local_used``: all of it this period), return
-        what exceeds ``keep`` and renew the lease; None when the fleet has no such budget."""
+        what exceeds ``keep`` and renew the lease; returns the settlement, the pool after, and whether
+        it is short. None when the fleet has no such budget."""
         at = time.time() if now is None else now
 
-        def attempt() -> tuple[fleet.Settlement, PoolView] | None:
+        def attempt() -> tuple[fleet.Settlement, PoolView, bool] | None:
             with self._tx() as c:
                 row = self._fleet_pool(c, key, at)
                 if row is None:
@@ -131,9 +138,9 @@ class FleetOps(BudgetOps):
                 self._write(c, node, row["id"], lease, s, at + lease_seconds, at)
                 view = self._view(key, row)
                 return s, PoolView(**{**view.__dict__, "used": view.used + s.used_delta,
-                                      "reserved": view.reserved + s.reserved_delta})  # fmt: skip
+                                      "reserved": view.reserved + s.reserved_delta}), bool(row["fleet_short"])  # fmt: skip
 
-        result: tuple[fleet.Settlement, PoolView] | None = self._retrying(attempt)
+        result: tuple[fleet.Settlement, PoolView, bool] | None = self._retrying(attempt)
         return result
 
     @staticmethod

@@ -12,7 +12,7 @@ from bbnet import fleet
 from bbnet import pools as arith
 from bbnet.fleet_lease import FleetLedger, LeaseManager, open_fleet
 from bbnet.ledger import Ledger, LedgerError
-from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, UsageRecord
+from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, ReserveResult, UsageRecord
 from bbnet.names import Scope
 from tests import pgserver
 
@@ -30,18 +30,20 @@ def fleet_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def budget(period: str = "total") -> Budget:
-    return Budget(Scope.global_(), "anthropic", "tokens", LIMIT, period, "settings")
+def budget(period: str = "total", limit: int = LIMIT) -> Budget:
+    return Budget(Scope.global_(), "anthropic", "tokens", limit, period, "settings")
 
 
 @pytest.fixture
 def make_host(tmp_path: Path, fleet_url: str) -> Iterator[MakeHost]:
     made: list[FleetLedger] = []
 
-    def make(node: str, url: str = fleet_url, period: str = "total") -> tuple[FleetLedger, LeaseManager]:
+    def make(
+        node: str, url: str = fleet_url, period: str = "total", limit: int = LIMIT
+    ) -> tuple[FleetLedger, LeaseManager]:
         ledger = FleetLedger.open(tmp_path / f"{node}.db")
         ledger.add_bottle(Bottle("b1"))
-        manager = LeaseManager(ledger, url, node, CFG, [budget(period)], connect=open_fleet)
+        manager = LeaseManager(ledger, url, node, CFG, [budget(period, limit)], connect=open_fleet)
         ledger.lease = manager
         manager.begin(time.time())
         made.append(ledger)
@@ -53,13 +55,17 @@ def make_host(tmp_path: Path, fleet_url: str) -> Iterator[MakeHost]:
         ledger.close()
 
 
-def call(ledger: Ledger, key: str, out: int = 200) -> Outcome:
+def reserve(ledger: Ledger, key: str, out: int = 200) -> ReserveResult:
+    """One call: reserved, and committed (usage within the hold) unless refused."""
     r = ledger.reserve(ReserveRequest(key, "b1", "a", "anthropic", "claude-sonnet-4", 100, out))
     if r.outcome is not Outcome.DENY:
-        ledger.commit(
-            key, UsageRecord("b1", "a", "anthropic", "claude-sonnet-4", 100, r.allowed_output_tokens)
-        )
-    return r.outcome
+        usage = UsageRecord("b1", "a", "anthropic", "claude-sonnet-4", 100, r.allowed_output_tokens)
+        ledger.commit(key, usage)
+    return r
+
+
+def call(ledger: Ledger, key: str, out: int = 200) -> Outcome:
+    return reserve(ledger, key, out).outcome
 
 
 def fleet_view(url: str) -> tuple[int, int, dict[str, tuple[int, int]]]:
@@ -154,3 +160,29 @@ def test_a_wrong_password_is_one_line_without_it(make_host: MakeHost, pg_server:
     line = str(e.value)
     assert "password authentication failed" in line and wrong not in line and "\n" not in line
     assert ledger.reservations() == []
+
+
+def test_a_nearly_spent_pool_is_leased_per_call_until_it_is_exhausted(
+    make_host: MakeHost, fleet_url: str
+) -> None:
+    _, a_manager = make_host("a", limit=2000)
+    b, b_manager = make_host("b", limit=2000)  # the two first slices take the whole pool
+    assert [call(b, f"b{i}") for i in range(3)] == [Outcome.ALLOW] * 3  # 900 of b's 1000
+    r = reserve(b, "b3")
+    assert r.outcome is Outcome.DENY and not r.exhausted  # the fleet is short, not spent: a holds 1000
+    now = time.time() + CFG.settle_seconds
+    a_manager.step(now)
+    a_manager.step(now + CFG.settle_seconds)  # a hears the pool is short and gives back what it does not hold
+    assert fleet_view(fleet_url)[2]["a"] == (0, 0)
+    outcomes, exhausted = [], False
+    for i in range(4, 20):  # b now leases per call what each needs, until real usage spends the pool
+        r = reserve(b, f"b{i}")
+        outcomes.append(r.outcome)
+        exhausted = r.outcome is Outcome.DENY and r.exhausted
+        if exhausted:
+            break
+        now += CFG.settle_seconds
+        b_manager.step(now)
+    assert exhausted and Outcome.ALLOW in outcomes
+    used, reserved, _ = fleet_view(fleet_url)
+    assert 2000 - 101 < used <= 2000 and reserved == 0
