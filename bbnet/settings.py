@@ -60,10 +60,16 @@ class ExtraProvider(_Strict):
         return openai_compatible(self.key, self.host, self.price_provider)
 
 
+def _ledger_url(v: str) -> str:
+    if not v.startswith(("postgresql://", "postgres://", "/")):
+        raise ValueError("expected a postgresql:// URL or an absolute file path")
+    return v
+
+
 class FleetSettings(_Strict):
     """Global budgets shared by every host on one fleet database (bbnet/fleet.py)."""
 
-    url: Annotated[str, Field(min_length=1)]  # postgresql://user:password@host/db (or a shared SQLite file)
+    url: str  # postgresql://user:password@host/db (or a SQLite file shared by the hosts)
     slice_tokens: Annotated[int | None, Field(gt=0)] = None  # default: slice_fraction of the limit
     slice_usd: Annotated[Decimal | None, Field(gt=0)] = None
     slice_fraction: Annotated[float, Field(gt=0, le=1)] = 0.05
@@ -71,6 +77,11 @@ class FleetSettings(_Strict):
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
     settle_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     idle_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _ledger_url(v)
 
 
 class LedgerSettings(_Strict):
@@ -81,9 +92,7 @@ class LedgerSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not (v.startswith(("postgresql://", "postgres://", "/"))):
-            raise ValueError("expected a postgresql:// URL or an absolute file path")
-        return v
+        return None if v is None else _ledger_url(v)
 
 
 class Settings(_Strict):
