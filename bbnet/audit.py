@@ -121,6 +121,11 @@ class AuditOps(Store):
         rows = self._read(f"SELECT * FROM actions WHERE {where} ORDER BY id LIMIT ?", (*args, limit))
         return [_action_from_row(r) for r in rows]
 
+    def actions_named(self, action: str) -> list[Action]:
+        """Every ``actions`` row of one kind, oldest first (soft-limit alerts: few, read once at start)."""
+        rows = self._read("SELECT * FROM actions WHERE action = ? ORDER BY id", (action,))
+        return [_action_from_row(r) for r in rows]
+
     def usage(self, since_id: int = 0, limit: int = 1000, bottle: str | None = None) -> list[dict[str, Any]]:
         """Usage rows after ``since_id`` (oldest first): for tailing and for tests."""
         where, args = "id > ?", [since_id]

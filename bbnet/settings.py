@@ -11,6 +11,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,9 +36,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Percent = Annotated[int, Field(ge=1, le=100)]
+
+
+def _thresholds(v: list[int] | None) -> list[int] | None:
+    if v is not None and len(set(v)) != len(v):
+        raise ValueError("each soft limit (a percent of the limit) may be given once")
+    return None if v is None else sorted(v)
+
+
 class PoolSpec(_Strict):
     limit: Annotated[int, Field(ge=0)]
     period: Period | None = None  # None: the file's default `period`
+    soft_limits: list[Percent] | None = None  # None: the file's default `soft_limits`
+
+    _sorted = field_validator("soft_limits")(_thresholds)
 
 
 TokenLimits = dict[str, Annotated[int, Field(ge=0)] | PoolSpec]
@@ -47,6 +60,55 @@ class UsdSettings(_Strict):
     global_: Annotated[Decimal | None, Field(alias="global", ge=0)] = None
     bottle_default: Annotated[Decimal | None, Field(ge=0)] = None
     period: Period = "month"
+    soft_limits: list[Percent] | None = None  # None: the file's default `soft_limits`
+
+    _sorted = field_validator("soft_limits")(_thresholds)
+
+
+def _host_port(v: str, what: str) -> tuple[str, int]:
+    host, sep, port = v.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected {what} as ADDRESS:PORT with an IP address, e.g. 127.0.0.1:9464") from None
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected {what} as ADDRESS:PORT with a port from 1 to 65535")
+    return host, int(port)
+
+
+class MetricsSettings(_Strict):
+    """``/metrics`` (Prometheus text) on its own listener; loopback by default: bottles reach only
+    the meter's port on the host, and nothing off the host should read it either."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v, "the metrics listener")
+        return v
+
+    def address(self) -> tuple[str, int]:
+        return _host_port(self.listen, "the metrics listener")
+
+
+class WebhookSettings(_Strict):
+    """Where soft-limit alerts are POSTed (JSON). The URL may carry credentials (userinfo or a token
+    in the query): it is never logged nor written to the ledger."""
+
+    url: str
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0  # seconds, per attempt
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in v):
+            raise ValueError("expected an http:// or https:// URL")  # never echo it: it may hold a secret
+        return v
 
 
 class ExtraProvider(_Strict):
@@ -120,6 +182,12 @@ class Settings(_Strict):
     def ledger_target(self, db: str | None) -> str:
         """The ledger to open: ``--db``/``BBNET_DB`` if given, else ``ledger.url``, else the default file."""
         return db or self.ledger.url or DEFAULT_DB
+
+    metrics: MetricsSettings = MetricsSettings()
+    soft_limits: list[Percent] = []  # percents of a pool's limit that alert once per period
+    webhook: WebhookSettings | None = None
+
+    _sorted = field_validator("soft_limits")(_thresholds)
 
     @field_validator("address_pool")
     @classmethod

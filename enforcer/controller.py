@@ -9,20 +9,24 @@ nftables context; other threads only put work on its queue.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
 
+from bbnet import metrics
+from bbnet import soft_limits as soft
 from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import CommitResult, PoolView
-from bbnet.settings import Settings
+from bbnet.settings import PoolSpec, Settings
 from enforcer import cgroups
 from enforcer.errors import EnforcerError
 from enforcer.kernel import apply_all, apply_state
 from enforcer.nft import Nft, NftError
 from enforcer.spec import KernelBottle, cut_veths, kernel_bottle
+from enforcer.webhook import Webhook
 from netrules.types import RulesError
 
 log = logging.getLogger("bbnet.controller")
@@ -72,7 +76,8 @@ class Exhausted:
 
 class Controller:
     def __init__(self, ledger: Ledger, nft: Nft, settings: Settings, *, period: float = 0.25,
-                 sweep_every: float = 5.0, restore_every: float = 10.0, grace: float = 0.05) -> None:  # fmt: skip
+                 sweep_every: float = 5.0, restore_every: float = 10.0, grace: float = 0.05,
+                 soft_every: float = 1.0, webhook: Webhook | None = None) -> None:  # fmt: skip
         self.ledger = ledger
         self.nft = nft
         self.settings = settings
@@ -80,6 +85,9 @@ class Controller:
         self.sweep_every = sweep_every
         self.restore_every = restore_every
         self.grace = grace  # seconds a cut waits for the answer in flight (see enforce)
+        self.soft_every = soft_every if has_soft_limits(settings) else 0.0  # 0: no soft limits to check
+        self.webhook = webhook
+        self._raised: set[soft.AlertKey] | None = None  # soft-limit alerts raised (read from the audit)
         self._queue: queue.Queue[Exhausted | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._version: int | None = None
@@ -111,7 +119,7 @@ class Controller:
     # -- the controller thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        next_sweep = next_restore = time.monotonic()
+        next_sweep = next_restore = next_soft = time.monotonic()
         while True:
             try:
                 item = self._queue.get(timeout=self.period)
@@ -135,6 +143,9 @@ class Controller:
                 if now >= next_restore and self.settings.auto_restore_on_new_period:
                     self.restore_new_periods()
                     next_restore = now + self.restore_every
+                if self.soft_every and now >= next_soft:
+                    self.check_soft_limits()
+                    next_soft = now + self.soft_every
             except (EnforcerError, LedgerError, RulesError, OSError) as e:
                 log.error("controller: %s", e)
 
@@ -235,6 +246,7 @@ class Controller:
                 raise
             self._applied[name] = state
             waited = (time.monotonic() - item.noticed) * 1000
+            metrics.cutoff(name, bottle.policy, waited / 1000)
             self.ledger.record_action(
                 name, POLICY_ACTION[bottle.policy], ACTOR, reason, "ok", (time.perf_counter() - started) * 1000,
                 {"scope": pool.scope, "provider": pool.provider, "unit": pool.unit, "limit": pool.limit,
@@ -252,6 +264,25 @@ class Controller:
             if result.exhausted:
                 self.enforce(Exhausted(bottle, result.exhausted, time.monotonic()))
 
+    def check_soft_limits(self) -> None:
+        """Raise each soft-limit alert a pool is due (:func:`bbnet.soft_limits.crossed`): audited
+        first — the row is what keeps it from being raised again, here or after a restart — then
+        handed to the webhook's worker thread, so a slow receiver never holds enforcement up."""
+        if self._raised is None:
+            rows = self.ledger.actions_named(soft.ACTION)
+            keys = (soft.key_of(json.loads(a.detail or "{}")) for a in rows if a.result == "ok")
+            self._raised = {k for k in keys if k is not None}
+        for pool in self.ledger.pools():
+            for alert in soft.crossed(pool, soft.thresholds_for(self.settings, pool), self._raised):
+                payload = alert.payload()
+                reason = f"{pool.scope} {pool.provider} used {payload['percent']}% of its {pool.unit} limit"
+                self.ledger.record_action(alert.bottle, soft.ACTION, ACTOR, reason, "ok", None, payload)
+                self._raised.add(alert.key)
+                metrics.soft_limit(alert.threshold)
+                log.warning("soft limit %d%%: %s", alert.threshold, reason)
+                if self.webhook is not None:
+                    self.webhook.submit(alert)
+
     def restore_new_periods(self) -> None:
         """``auto_restore_on_new_period``: reopen bottles the controller cut for a budget that reset."""
         for s in self.ledger.desired_states():
@@ -267,6 +298,13 @@ class Controller:
             apply_state(self.nft, kernel_bottle(bottle), "open")
             self._applied[s.bottle] = "open"
             self.ledger.record_action(s.bottle, "restore", ACTOR, "new budget period", "ok")
+
+
+def has_soft_limits(settings: Settings) -> bool:
+    """Whether any pool can have a soft limit under ``settings`` (else the controller never looks)."""
+    specs = [*settings.budget.values(), *settings.bottle_defaults.values()]
+    return bool(settings.soft_limits or settings.usd.soft_limits
+                or any(isinstance(s, PoolSpec) and s.soft_limits for s in specs))  # fmt: skip
 
 
 def _path_scopes(bottle: str, ledger: Ledger) -> set[str]:

@@ -26,6 +26,9 @@ auto_restore_on_new_period: false
 lease_seconds: 300
 address_pool: {DEFAULT_ADDRESS_POOL}
 proxy_port: {DEFAULT_PROXY_PORT}
+metrics: {{enabled: true, listen: "127.0.0.1:9464"}}   # Prometheus /metrics (README "Metrics")
+soft_limits: []         # e.g. [50, 80, 95]: percents of each pool's limit that alert once per period
+# webhook: {{url: "https://alerts.example/bbnet", timeout: 5, attempts: 3}}   # soft-limit alerts
 """
 
 

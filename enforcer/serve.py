@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bbnet import fleet_lease
+from bbnet import fleet_lease, metrics
 from bbnet.ledger import Ledger
 from bbnet.providers import with_extra
 from bbnet.settings import Settings
@@ -22,6 +22,7 @@ from enforcer.bottles import require_root
 from enforcer.controller import Controller
 from enforcer.errors import EnforcerError
 from enforcer.nft import Nft
+from enforcer.webhook import Webhook
 
 if TYPE_CHECKING:
     from meter.addon import Upstream
@@ -80,6 +81,35 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@contextmanager
+def metrics_listener(settings: Settings, db: str) -> Iterator[metrics.Metrics | None]:
+    """``/metrics`` for the life of the service (``metrics.enabled``), its gauges read through a
+    ledger connection of their own (a scrape never waits on, or holds up, the meter's or the
+    controller's). A listener that cannot bind is logged and left out: observability never keeps
+    enforcement from starting."""
+    if not settings.metrics.enabled:
+        yield None
+        return
+    m = metrics.enable()
+    gauges = Ledger.open(db)
+    m.registry.register(metrics.LedgerGauges(gauges))
+    host, port = settings.metrics.address()
+    listener = None
+    try:
+        listener = metrics.Listener(m, host, port)
+        log.info("metrics: /metrics on http://%s", listener.address)
+    except OSError as e:
+        log.warning("metrics: cannot listen on %s (%s): serving without /metrics", settings.metrics.listen,
+                    e.strerror or e)  # fmt: skip
+    try:
+        yield m
+    finally:
+        if listener is not None:
+            listener.close()
+        gauges.close()
+        metrics.disable()
+
+
 def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, upstream: dict[str, Upstream],
           lock: str, fail_open: bool) -> None:  # fmt: skip
     """Run until SIGTERM/SIGINT. Raises a user-facing error if anything needed is missing."""
@@ -88,8 +118,15 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
     from meter.run_cli import egress_default
 
     require_root()
-    with single_instance(lock):
+    with (
+        single_instance(lock),
+        metrics_listener(settings, db) as m,
+        Ledger.open(db, node=settings.node or "") as controller_ledger,
+    ):
         meter_ledger = fleet_lease.open_host_ledger(db, settings)  # fleet: global budgets are the fleet's
+        if m is not None:
+            metrics.instrument(meter_ledger, m)
+            metrics.instrument(controller_ledger, m)
         synced = meter_ledger.sync_budgets([] if settings.fleet else settings.global_budgets())
         log.info(
             "ledger %s; budgets from settings: %d changed, %d removed",
@@ -97,7 +134,10 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
             synced["changed"],
             synced["removed"],
         )
-        controller = Controller(Ledger.open(db, node=settings.node or ""), Nft(), settings)
+        webhook = Webhook(settings.webhook, controller_ledger) if settings.webhook is not None else None
+        if webhook is not None:
+            webhook.start()
+        controller = Controller(controller_ledger, Nft(), settings, webhook=webhook)
         controller.start()
         meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream,
                       catalogue=with_extra(settings.extra_providers()), on_commit=controller.notify_commit,
@@ -112,4 +152,6 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
             signal.signal(signal.SIGTERM, previous)
             sd_notify("STOPPING=1")
             controller.stop()
+            if webhook is not None:
+                webhook.stop()
             meter_ledger.close()

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http, tcp
 
-from bbnet import providers
+from bbnet import metrics, providers
 from bbnet.egress import Policy
 from bbnet.ledger import Ledger, LedgerError, LedgerUnreachable
 from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
@@ -222,6 +222,7 @@ class Meter:
     def _note_refusal(self, found: tuple[Bottle | None, str] | LedgerError | None, host: str, code: str,
                       what: str) -> None:  # fmt: skip
         bottle = found[0].name if isinstance(found, tuple) and found[0] is not None else ""
+        metrics.refusal(code)
         log.info("refused bottle=%s host=%s code=%s %s", bottle or "-", host, code, errors.redact(what))
         if self.ledger is not None:
             _after_answer(self._write_refusal, self.ledger, bottle, host, code, what)
@@ -248,6 +249,7 @@ class Meter:
             self._reply(flow, 403, {"error": {"message": f"bbnet: {source} is not a known bottle"},
                                     "bbnet_code": "UNKNOWN_SOURCE"})  # fmt: skip
             log.warning("refused %s %s%s: source %s is not a bottle", flow.request.method, host, path, source)
+            metrics.deny("UNKNOWN_SOURCE", match.provider)
             return
         if state != "open":
             self._deny(flow, match, None, f"bottle {bottle.name} is {state}")
@@ -261,6 +263,7 @@ class Meter:
             err = errors.gate_error(match.family, errors.BAD_CONTENT_ENCODING, detail=str(e))
             flow.response = http.Response.make(err.status, err.body, err.headers)
             log.warning("refused %s%s from bottle %s: %s", host, path.split("?", 1)[0], bottle.name, e)
+            metrics.deny(errors.BAD_CONTENT_ENCODING, match.provider)
             return
         plan = gate.plan(match, path, body, self.memory.estimate(bottle.name, agent, body))
         key = flow.id
@@ -289,7 +292,9 @@ class Meter:
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: forwarding %s%s unmetered (%s)", match.provider, flow.request.path,
                         errors.redact(problem))  # fmt: skip
+            metrics.fail_open(match.provider)
             return
+        metrics.deny(errors.BUDGET_CONFIG, match.provider)
         err = errors.gate_error(match.family, errors.BUDGET_CONFIG, detail=f"ledger unavailable: {problem}")
         flow.response = http.Response.make(err.status, err.body, err.headers)
 
@@ -301,6 +306,7 @@ class Meter:
         detail: str,
         needed: int = 0,
     ) -> None:
+        metrics.deny(errors.BUDGET_DENIED, match.provider)
         wait = errors.retry_after(governing, time.time())
         err = errors.gate_error(match.family, errors.BUDGET_DENIED, governing, detail, wait, needed)
         flow.response = http.Response.make(err.status, err.body, err.headers)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, http, websocket
 from mitmproxy.proxy import events
 
-from bbnet import providers
+from bbnet import metrics, providers
 from bbnet.ledger import LedgerError
 from bbnet.model import Outcome, PoolView, ReserveResult
 from bbnet.names import AGENT_NAME_RE
@@ -101,6 +101,7 @@ class SocketMeter:
             meter._reply(flow, 403, {"error": {"message": f"bbnet: {source} is not a known bottle"},
                                      "bbnet_code": "UNKNOWN_SOURCE"})  # fmt: skip
             log.warning("refused WebSocket %s%s: source %s is not a bottle", host, ep.path, source)
+            metrics.deny("UNKNOWN_SOURCE", match.provider)
             return
         if state != "open":
             meter._deny(flow, match, None, f"bottle {bottle.name} is {state}")
@@ -195,6 +196,7 @@ class SocketMeter:
                 governing: PoolView | None, detail: str, event_id: str | None, needed: int = 0) -> None:  # fmt: skip
         """Drop the client's message and answer it with an error event; the socket stays open."""
         msg.drop()
+        metrics.deny(code, sock.endpoint.match.provider)
         event = errors.socket_error(sock.endpoint.match.family, code, governing, detail, event_id, needed)
         ctx.master.commands.call("inject.websocket", flow, True, event, True)
 
