@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.service.harness import Service, cleanup, create_bottle, eventually, r
 pytestmark = pytest.mark.root
 
 
-def fleet_totals(svc: Service) -> dict[str, object]:
+def fleet_totals(svc: Service) -> dict[str, Any]:
     out = json.loads(svc.ok("budget", "list", "--db", str(svc.db), "--settings", str(svc.settings), "--json"))
     (pool,) = out["fleet"]
     return dict(pool)
@@ -39,7 +40,7 @@ def test_serve_leases_a_global_budget_and_fails_closed_without_the_fleet(
             with svc.ledger() as ledger:
                 spent = sum(r["input_tokens"] + r["output_tokens"] for r in ledger.usage(bottle=bottle.name))
             settled = eventually(lambda: (p := fleet_totals(svc))["used"] == spent and p, 30, "settled")
-            assert settled["limit"] == 1_000_000 and [n["node"] for n in settled["nodes"]] == ["host-one"]  # type: ignore[index]
+            assert settled["limit"] == 1_000_000 and [n["node"] for n in settled["nodes"]] == ["host-one"]
 
             svc.stop()
             server.stop()
