@@ -36,7 +36,7 @@ from analytics.queries import BUCKETS, LEDGER
 
 CACHE = "usage_cache"  # the catalog name of the attached copy
 CACHE_SUFFIX = ".reports.duckdb"
-LAYOUT = 2  # bump when the copy's tables change: an older copy is rebuilt
+LAYOUT = 3  # bump when the copy's tables change: an older copy is rebuilt
 LOCK_WAIT_S = 0.25  # how long a report waits for another one's update before scanning the ledger
 SMALL_TAIL_ROWS = 200_000  # up to this many new calls are read by sqlite3, more by DuckDB's scanner
 
@@ -47,6 +47,7 @@ COPIED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("agent", pa.string()),
     ("provider", pa.string()),
     ("model", pa.string()),
+    ("node", pa.string()),
     ("input_tokens", pa.int64()),
     ("output_tokens", pa.int64()),
     ("cache_write_tokens", pa.int64()),

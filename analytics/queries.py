@@ -14,7 +14,7 @@ from typing import Any
 from analytics.errors import ReportError
 
 LEDGER = "ledger"  # the catalog name the ledger is attached as: ledger.usage, ledger.pools, ...
-BY_KEYS = ("bottle", "agent", "provider", "model", "hour", "day")
+BY_KEYS = ("bottle", "agent", "provider", "model", "node", "hour", "day")  # node: the host that metered
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 
 TOKENS = "input_tokens + output_tokens"  # input includes cache reads/writes, output reasoning
@@ -126,7 +126,7 @@ class Source:
 CALLS = "calls"  # the temp table a report snapshots its calls into when it scans the ledger
 SNAPSHOT = Source(CALLS)
 # the columns each report copies: the fewer, the faster the SQLite scan
-_KEY_COLUMNS = "ts, bottle, agent, provider, model, input_tokens, output_tokens, lost"
+_KEY_COLUMNS = "ts, bottle, agent, provider, model, node, input_tokens, output_tokens, lost"
 USAGE_COLUMNS = f"{_KEY_COLUMNS}, cache_write_tokens, cache_read_tokens, reasoning_tokens, estimated"
 COST_COLUMNS = f"{_KEY_COLUMNS}, cost_usd"
 

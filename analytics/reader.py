@@ -1,7 +1,8 @@
 """Open the ledger for a report: DuckDB with the ledger attached, and where to read its calls.
 
-Calls (the ``usage`` table) are read from the incremental DuckDB copy (analytics/cache.py) when it
-can be used, else straight from the ledger; both give the same numbers. Small tables (budgets,
+Calls (the ``usage`` table) of a SQLite ledger are read from the incremental DuckDB copy
+(analytics/cache.py) when it can be used, else straight from the ledger; both give the same numbers.
+A PostgreSQL ledger is always read straight through DuckDB's postgres scanner. Small tables (budgets,
 pools, actions, bottles) are always read straight through the attach.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from analytics.cache import CacheUnavailable, attached_copy, default_cache_file
-from analytics.duck import attach_ledger, offline_duckdb
+from analytics.duck import attach_ledger, backend_of, offline_duckdb
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,9 @@ def open_ledger(
     db: str | Path, cache_dir: Path | None = None, use_cache: bool = True
 ) -> Iterator[LedgerReader]:
     """The ledger at ``db``, read-only, with its calls in the DuckDB copy unless that is busy or unwritable."""
-    with offline_duckdb() as con, ExitStack() as stack:
+    with offline_duckdb(backend_of(db)) as con, ExitStack() as stack:
         path = attach_ledger(con, db)
-        if not use_cache:
+        if path is None or not use_cache:  # PostgreSQL: scanned where it is, no local copy
             yield LedgerReader(con, None)
             return
         try:

@@ -29,11 +29,16 @@ _SCHEMA_RULES = (
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?(\d*)|%")
 
 
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
 def pg_schema(statement: str) -> str:
-    """A migration statement in PostgreSQL's types."""
-    for pattern, replacement in _SCHEMA_RULES:
-        statement = pattern.sub(replacement, statement)
-    return statement
+    """A migration statement in PostgreSQL's types (string literals left as they are)."""
+    parts = _LITERAL.split(statement)  # odd indexes are the literals
+    for i in range(0, len(parts), 2):
+        for pattern, replacement in _SCHEMA_RULES:
+            parts[i] = pattern.sub(replacement, parts[i])
+    return "".join(parts)
 
 
 @lru_cache(maxsize=1024)

@@ -168,22 +168,26 @@ class PgConnection:
         conn.execute("COMMIT")
 
     def _begin(self) -> psycopg.Connection[Any]:
-        """BEGIN and take the lock; a connection found broken here is replaced once (nothing was done)."""
-        for attempt in (1, 2):
-            conn = self._live()
-            try:
-                conn.execute("BEGIN")
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            except psycopg.OperationalError:
-                if not conn.broken:  # the lock timed out: end the transaction, report it
-                    conn.execute("ROLLBACK")
-                    raise
-                if attempt == 2:
-                    raise
-                continue
-            self._in_tx = True
-            return conn
-        raise AssertionError("unreachable")
+        """BEGIN and take the lock; a connection found broken here (the server restarted since the
+        last call) is replaced once: nothing was done yet."""
+        conn = self._live()
+        try:
+            return self._locked(conn)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+        return self._locked(self._live())
+
+    def _locked(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        except psycopg.OperationalError:
+            if not conn.broken:  # the lock timed out: end the transaction, report it
+                conn.execute("ROLLBACK")
+            raise
+        self._in_tx = True
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:

@@ -2,8 +2,9 @@
 
 Prints JSON: pairs/s, p50/p99 reserve and commit latency (ms) and the overshoot against a
 contended budget. A commit's p99 is SQLite's automatic WAL checkpoint, which runs inside the commit
-that crosses 1,000 WAL pages.
-Usage: python bench/ledger_bench.py [--seconds S] [--dir DIR]
+that crosses 1,000 WAL pages. ``--postgres``: the same on a PostgreSQL ledger (a real server from
+Debian's packages, fsync on, in a temporary directory; run from the repository with PYTHONPATH=.).
+Usage: python bench/ledger_bench.py [--seconds S] [--dir DIR] [--postgres]
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from bbnet.ledger import Ledger
@@ -25,7 +28,7 @@ from bbnet.prices import rates
 MODEL = "claude-sonnet-4-5-20250929"
 
 
-def _setup(db: Path, limit: int) -> None:
+def _setup(db: str, limit: int) -> None:
     with Ledger.open(db) as ledger:
         ledger.add_bottle(Bottle("team"))
         ledger.add_bottle(Bottle("bench", parent="team"))
@@ -74,12 +77,11 @@ def _p99(values: list[float]) -> float:
     return round(values[int(len(values) * 0.99) - 1], 3)
 
 
-def run(writers: int, seconds: float, workdir: Path, limit: int) -> dict[str, float]:
-    db = workdir / f"bench-{writers}.db"
+def run(writers: int, seconds: float, db: str, limit: int) -> dict[str, float]:
     _setup(db, limit)
     ctx = mp.get_context("fork")
     q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(str(db), w, seconds, q)) for w in range(writers)]
+    procs = [ctx.Process(target=_writer, args=(db, w, seconds, q)) for w in range(writers)]
     t0 = time.perf_counter()
     for p in procs:
         p.start()
@@ -111,19 +113,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--postgres", action="store_true", help="a PostgreSQL ledger instead of a SQLite file")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp, ExitStack() as stack:
+        if args.postgres:
+            from tests import pgserver
+
+            server = stack.enter_context(pgserver.running(fsync=True))
+            ledgers: Iterator[str] = (server.new_database("bench") for _ in range(3))
+        else:
+            ledgers = (str(Path(tmp) / f"bench-{i}.db") for i in range(3))
         # Unbounded budget for throughput; then a small one that must be contended and never overshot.
-        one = run(1, args.seconds, Path(tmp), 10**12)
-        four = run(4, args.seconds, Path(tmp), 10**12)
-        small = Path(tmp) / "small"
-        small.mkdir()
-        tight = run(4, min(args.seconds, 3.0), small, 1_000_000)
+        one = run(1, args.seconds, next(ledgers), 10**12)
+        four = run(4, args.seconds, next(ledgers), 10**12)
+        tight = run(4, min(args.seconds, 3.0), next(ledgers), 1_000_000)
     json.dump(
         {
             "one_writer": one,
             "four_writers": four,
             "contended_4_writers_1M_tokens": tight,
+            "backend": "postgresql" if args.postgres else "sqlite",
             "python": sys.version.split()[0],
         },
         sys.stdout,

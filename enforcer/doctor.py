@@ -99,13 +99,16 @@ def _sock_destroy() -> tuple[str, str]:
 def _ledger(db: str) -> tuple[str, str]:
     with Ledger.open(db, create=False) as ledger:
         version = ledger.schema_version()
-        mode = stat.S_IMODE(os.stat(db).st_mode)
+        where = ledger.where  # a PostgreSQL URL without its password
+        mode = None if ledger.url is not None else stat.S_IMODE(os.stat(ledger.path).st_mode)  # a file's only
         ledger.sweep_expired(now=0)  # a write transaction that changes nothing: proves it is writable
     if version != SCHEMA_VERSION:
-        return FAIL, f"{db}: schema v{version}, expected v{SCHEMA_VERSION}"
+        return FAIL, f"{where}: schema v{version}, expected v{SCHEMA_VERSION}"
+    if mode is None:
+        return OK, f"{where}: writable, schema v{version}"
     if mode & 0o077:
-        return FAIL, f"{db}: mode {oct(mode)}, expected 0600 (it holds spend and audit data)"
-    return OK, f"{db}: writable, schema v{version}, mode 0600"
+        return FAIL, f"{where}: mode {oct(mode)}, expected 0600 (it holds spend and audit data)"
+    return OK, f"{where}: writable, schema v{version}, mode 0600"
 
 
 def _settings(path: str) -> tuple[str, str]:

@@ -118,10 +118,11 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
     from meter.run_cli import egress_default
 
     require_root()
+    node = settings.node or ""
     with (
         single_instance(lock),
         metrics_listener(settings, db) as m,
-        Ledger.open(db, node=settings.node or "") as controller_ledger,
+        Ledger.open(db, node=node) as controller_ledger,
     ):
         meter_ledger = fleet_lease.open_host_ledger(db, settings)  # fleet: global budgets are the fleet's
         if m is not None:

@@ -2,7 +2,8 @@
 
 Unforgeable because netrules drops spoofed sources on each bottle's veth. The address map and
 the bottles' desired states and egress policies are cached and rebuilt only when another connection has written to
-the ledger (SQLite's ``data_version``), so the hot path costs one cheap PRAGMA.
+the ledger (``Ledger.data_version``: a PRAGMA on SQLite, the server snapshot on PostgreSQL), so the hot
+path costs one cheap probe.
 """
 
 from __future__ import annotations

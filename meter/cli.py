@@ -64,7 +64,7 @@ def replay_command(
         exit_with_error(exc)
     try:
         if ledger is not None and bottle is not None and ledger.get_bottle(bottle) is None:
-            exit_with_error(f"no bottle named {bottle!r} in {db}")
+            exit_with_error(f"no bottle named {bottle!r} in {ledger.where}")
         digest = rp.file_digest(file) if ledger is not None else ""
         rows: list[dict[str, object]] = []
         recorded = 0
@@ -79,7 +79,7 @@ def replay_command(
         if fmt is Format.table:
             console.print(_table(rows))
         if ledger is not None:
-            err_console.print(f"recorded {recorded} new usage rows in {db}")
+            err_console.print(f"recorded {recorded} new usage rows in {ledger.where}")
     except (rp.ReplayError, LedgerError, OSError) as exc:
         exit_with_error(exc)
     finally:

@@ -25,11 +25,12 @@ MODELS = (
 )
 BOTTLES = (("alpha", None), ("beta", "alpha"), ("gamma", None))
 AGENTS = ("planner", "coder")
+NODES = ("host-a", "host-b")  # the hosts that metered the calls (a fleet's)
 
 
 @dataclass(frozen=True)
 class Built:
-    path: Path
+    path: Path | str  # a SQLite file or a PostgreSQL URL
     now: float
     calls: tuple[UsageRecord, ...]
     actions: tuple[tuple[str | None, str, str, str, str], ...]  # bottle, action, actor, reason, result
@@ -58,6 +59,7 @@ def _calls(now: float, rng: random.Random, count: int) -> list[UsageRecord]:
                 reasoning_tokens=reasoning,
                 estimated=rng.random() < 0.1,
                 ts=now - rng.uniform(0, 3 * 86400),  # the last three days
+                node=rng.choice(NODES),
             )
         )
     return calls
@@ -65,7 +67,11 @@ def _calls(now: float, rng: random.Random, count: int) -> list[UsageRecord]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    return build(tmp_path_factory.mktemp("ledger") / "ledger.db")
+
+
+def build(path: Path | str) -> Built:
+    """The known ledger, written at ``path`` (a file, or a PostgreSQL URL)."""
     now = time.time()
     rng = random.Random(6)
     calls = _calls(now, rng, 400)
@@ -96,7 +102,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         assert len(ledger.sweep_expired()) == len(lost)
         for row in ledger.usage(since_id=len(calls)):
             record = UsageRecord(row["bottle"], "coder", "anthropic", row["model"], input_tokens=row["input_tokens"],
-                                 estimated=True, lost=True, ts=row["ts"])  # fmt: skip
+                                 estimated=True, lost=True, ts=row["ts"], node=row["node"])  # fmt: skip
             calls.append(record)
         assert [(c.bottle, c.model, c.input_tokens) for c in calls[-len(lost) :]] == list(lost)
         held = ledger.reserve(

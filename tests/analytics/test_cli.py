@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import secrets
 from pathlib import Path
 
 import duckdb
@@ -18,7 +19,10 @@ from analytics.cli import mount
 from analytics.queries import Filters
 from analytics.reader import open_ledger
 from analytics.table import Cell
+from bbnet.ledger import Ledger
+from bbnet.model import Bottle, UsageRecord
 from tests.analytics.conftest import Built
+from tests.pgserver import PgServer
 
 root = typer.Typer()
 mount(root)
@@ -173,3 +177,30 @@ def test_not_a_ledger_is_one_line(tmp_path: Path) -> None:
         and err.startswith(f"bbnet report usage: error: cannot read ledger {junk}:")
         and err.count("\n") == 1
     )
+
+
+def test_usage_by_node_on_postgresql(pg_url: str) -> None:
+    """`bbnet report usage --by node` over a PostgreSQL ledger that two hosts metered into."""
+    with Ledger.open(pg_url, node="host-a") as a, Ledger.open(pg_url, node="host-b") as b:
+        a.add_bottle(Bottle("web"))
+        for i, (ledger, tokens) in enumerate(((a, 10), (a, 20), (b, 5))):
+            ledger.commit(
+                f"k{i}", UsageRecord("web", "x", "anthropic", "m", input_tokens=tokens, output_tokens=1)
+            )
+    code, out, err = run("usage", "--db", pg_url, "--by", "node", "--format", "json")
+    assert code == 0, err
+    got = {r["node"]: (r["calls"], r["tokens"]) for r in json.loads(out)["rows"]}
+    assert got == {"host-a": (2, 32), "host-b": (1, 6)}
+
+
+def test_unreadable_postgresql_ledger_is_one_line_without_the_password(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    secret = secrets.token_urlsafe(12)
+    wrong = pg_server.url(pg_url.rsplit("/", 1)[1], password=secret)
+    code, out, err = run("cost", "--db", wrong)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(
+        "bbnet report cost: error: cannot read ledger postgresql://"
+    )
+    assert "password authentication failed" in err and secret not in err and ":***@" in err

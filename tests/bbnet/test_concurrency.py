@@ -1,9 +1,11 @@
-"""Real concurrency: 8 OS processes hammer one ledger file against a small budget."""
+"""Real concurrency: 8 OS processes hammer one ledger against a small budget, on both backends.
+
+On PostgreSQL this is what the advisory write lock is for: without it, two processes reading a
+pool's counters at once under READ COMMITTED would both admit calls into the same room."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from pathlib import Path
 
 from bbnet.ledger import Ledger
 from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, UsageRecord
@@ -40,7 +42,8 @@ def _worker(db: str, worker: int, out: mp.Queue) -> None:
     out.put((committed, errors))
 
 
-def test_eight_processes_never_overshoot(db: Path) -> None:
+def test_eight_processes_never_overshoot(ledger_db: str) -> None:
+    db = ledger_db
     with Ledger.open(db) as ledger:
         ledger.add_bottle(Bottle("a"))
         ledger.set_budget(Budget(Scope.of_bottle("a"), "anthropic", "tokens", LIMIT))

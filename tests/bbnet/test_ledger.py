@@ -245,3 +245,12 @@ def test_open_refuses_unusable_paths(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a database" * 100)
     with pytest.raises(LedgerError, match="cannot open ledger"):
         Ledger.open(garbage)
+
+
+def test_data_version_moves_when_another_connection_commits(ledger: Ledger, ledger_db: str) -> None:
+    """The controller's and the dashboard's "did anything change?" probe, on both backends."""
+    before = ledger.data_version()
+    assert ledger.data_version() == before  # nothing happened
+    with Ledger.open(ledger_db) as other:
+        other.add_bottle(Bottle("b"))
+    assert ledger.data_version() != before

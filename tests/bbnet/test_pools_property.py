@@ -1,12 +1,16 @@
 """Property: for any sequence of reserve/commit/release over a random bottle tree, pools never
 overshoot (when actual <= reserved) and the maintained counters equal a from-scratch recomputation.
+On both backends.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,11 +95,30 @@ def _recompute(ledger: Ledger) -> dict[tuple[str, str, str], tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in totals.items()}
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(worlds())
-def test_pools_never_overshoot_and_match_recomputation(world: tuple) -> None:
-    tree, budgets, ops = world
+@contextmanager
+def fresh_ledger(backend: str, request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """An empty ledger per example: a new SQLite file, or a new database on the session's server."""
+    if backend == "postgresql":
+        with Ledger.open(request.getfixturevalue("pg_server").new_database()) as ledger:
+            yield ledger
+        return
     with tempfile.TemporaryDirectory() as tmp, Ledger.open(Path(tmp) / "l.db") as ledger:
+        yield ledger
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@settings(
+    max_examples=200,
+    deadline=None,
+    # the request fixture only fetches the session's server: nothing is shared between examples
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(world=worlds())
+def test_pools_never_overshoot_and_match_recomputation(
+    backend: str, request: pytest.FixtureRequest, world: tuple
+) -> None:
+    tree, budgets, ops = world
+    with fresh_ledger(backend, request) as ledger:
         for name, parent in tree:
             ledger.add_bottle(Bottle(name, parent=parent))
         for b in budgets:
