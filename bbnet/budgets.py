@@ -30,7 +30,12 @@ from bbnet.prices import cost_usd
 from bbnet.providers import PROVIDER_KEYS
 from bbnet.store import Conn, LedgerError, Store, pool_from_row
 
-_POOL_COLUMNS = "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, b.limit_amount, p.used, p.reserved"  # p.id is NULL where the budget has no pool for the period yet
+# p.id is NULL where the budget has no pool for the period yet; a fleet pool's limit here is the slices held
+_POOL_COLUMNS = (
+    "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, CASE WHEN p.slice_limit IS NOT NULL"
+    " AND p.slice_limit < b.limit_amount THEN p.slice_limit ELSE b.limit_amount END AS limit_amount,"
+    " p.used, p.reserved, p.slice_limit IS NOT NULL AND p.slice_open = 1 AS slice_open"
+)
 
 
 def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
@@ -143,6 +148,11 @@ class BudgetOps(Store):
             used = self._usage_in_period(c, scope, provider, unit, start, arith.period_end(period, start))
             if used:
                 c.execute("UPDATE pools SET used = ? WHERE id = ?", (used, created[0]))
+            c.execute(  # a fleet budget's new pool holds no slice until the fleet grants one
+                "UPDATE pools SET slice_limit = 0 WHERE id = ? AND EXISTS (SELECT 1 FROM budgets WHERE"
+                " scope = ? AND provider = ? AND unit = ? AND source = 'fleet')",
+                (created[0], scope, provider, unit),
+            )
 
     def _usage_in_period(
         self, c: Conn, scope: str, provider: str, unit: str, start: float, end: float

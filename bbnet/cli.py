@@ -75,13 +75,22 @@ def budget_set(
 
 
 @budget_app.command("list")
-def budget_list(db: DbOpt = None, json_: JsonOpt = False) -> None:
-    """Every pool in its current period: limit, used, reserved, remaining."""
+def budget_list(db: DbOpt = None, settings: SettingsOpt = None, json_: JsonOpt = False) -> None:
+    """Every pool in its current period: limit, used, reserved, remaining; with a fleet (settings'
+    ``fleet:``), the fleet's totals too: each global pool and each host's slice of it."""
+    from bbnet import fleet_cli
+    from bbnet import settings as settings_mod
+
+    fleet = settings_mod.load(settings).fleet
     with open_ledger(db) as ledger:
         pools = ledger.pools()
+    totals = fleet_cli.fleet_totals(fleet.url) if fleet else None
     if json_:
-        print_json([_pool_json(p) for p in pools])
+        host = [_pool_json(p) for p in pools]
+        print_json(host if totals is None else {"host": host, "fleet": totals})
         return
+    if fleet and totals is not None:
+        fleet_cli.print_fleet(fleet.url, totals)
     table = Table("scope", "provider", "unit", "period", "limit", "used", "reserved", "remaining")
     for p in pools:
         style = "red" if p.exhausted else None

@@ -13,16 +13,17 @@ import time
 from typing import Any
 
 from bbnet.audit import AuditOps
-from bbnet.budgets import BudgetOps
 from bbnet.egress_ops import EgressOps
+from bbnet.fleet_ops import FleetOps
 from bbnet.model import POLICIES, Bottle
 from bbnet.names import bottle_name
+from bbnet.slices import SliceOps
 from bbnet.store import DEFAULT_DB, LedgerError, LedgerUnreachable, bottle_from_row, default_path
 
 __all__ = ["DEFAULT_DB", "Ledger", "LedgerError", "LedgerUnreachable", "default_path"]
 
 
-class Ledger(BudgetOps, AuditOps, EgressOps):
+class Ledger(SliceOps, FleetOps, AuditOps, EgressOps):
     """The repository API every plane uses."""
 
     # -- bottles -----------------------------------------------------------------------------

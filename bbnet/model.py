@@ -51,6 +51,7 @@ class PoolView:
     limit: int
     used: int
     reserved: int
+    slice_open: bool = False  # a fleet pool's slice (limit) the fleet can still top up: not exhausted
 
     @property
     def remaining(self) -> int:
@@ -58,7 +59,7 @@ class PoolView:
 
     @property
     def exhausted(self) -> bool:
-        return self.used >= self.limit
+        return self.used >= self.limit and not self.slice_open
 
 
 @dataclass(frozen=True)

@@ -104,8 +104,9 @@ def least_needed(pool: PoolView, req: ReserveRequest) -> int:
 
 
 def _no_room_left(pool: PoolView, req: ReserveRequest) -> bool:
-    """True when real usage alone (not in-flight holds) leaves too little for this call."""
-    return pool.limit - pool.used < least_needed(pool, req)
+    """True when real usage alone (not in-flight holds) leaves too little for this call (a fleet
+    slice the fleet can still top up is never exhausted)."""
+    return not pool.slice_open and pool.limit - pool.used < least_needed(pool, req)
 
 
 def decide(req: ReserveRequest, pools: Sequence[PoolView]) -> Decision:

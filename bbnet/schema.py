@@ -148,6 +148,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE usage ADD COLUMN node TEXT;
     ALTER TABLE reservations ADD COLUMN node TEXT;
     """,
+    # v8: fleet budgets (bbnet/fleet.py). On a host, a fleet budget's pool is capped by the slices the
+    # host holds (slice_limit; NULL: not a fleet pool) and slice_open says the fleet still has room
+    # beyond them. On the fleet database, one lease per (node, pool): what the node was granted
+    # (counted in the pool's reserved until consumed) and what it has settled as used; a pool whose
+    # last grant fell short of the ask (fleet_short) has its nodes give back what no call holds.
+    """
+    ALTER TABLE pools ADD COLUMN slice_limit INTEGER;
+    ALTER TABLE pools ADD COLUMN slice_open INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pools ADD COLUMN fleet_short INTEGER NOT NULL DEFAULT 0;  -- fleet: a grant fell short
+    CREATE TABLE fleet_leases (
+        node        TEXT NOT NULL,
+        pool_id     INTEGER NOT NULL REFERENCES pools(id),
+        granted     INTEGER NOT NULL DEFAULT 0,   -- held by the node, net of returns
+        consumed    INTEGER NOT NULL DEFAULT 0,   -- settled: moved from the pool's reserved to used
+        expires_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (node, pool_id)
+    );
+    CREATE INDEX fleet_leases_expiry ON fleet_leases(expires_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -122,6 +122,30 @@ class ExtraProvider(_Strict):
         return openai_compatible(self.key, self.host, self.price_provider)
 
 
+def _ledger_url(v: str) -> str:
+    if not v.startswith(("postgresql://", "postgres://", "/")):
+        raise ValueError("expected a postgresql:// URL or an absolute file path")
+    return v
+
+
+class FleetSettings(_Strict):
+    """Global budgets shared by every host on one fleet database (bbnet/fleet.py)."""
+
+    url: str  # postgresql://user:password@host/db (or a SQLite file shared by the hosts)
+    slice_tokens: Annotated[int | None, Field(gt=0)] = None  # default: slice_fraction of the limit
+    slice_usd: Annotated[Decimal | None, Field(gt=0)] = None
+    slice_fraction: Annotated[float, Field(gt=0, le=1)] = 0.05
+    low_water: Annotated[float, Field(ge=0, le=1)] = 0.5
+    lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    settle_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    idle_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _ledger_url(v)
+
+
 class LedgerSettings(_Strict):
     """Where the ledger is (``--db`` and ``BBNET_DB`` win): a SQLite file or a ``postgresql://`` URL."""
 
@@ -130,9 +154,7 @@ class LedgerSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not (v.startswith(("postgresql://", "postgres://", "/"))):
-            raise ValueError("expected a postgresql:// URL or an absolute file path")
-        return v
+        return None if v is None else _ledger_url(v)
 
 
 class Settings(_Strict):
@@ -148,6 +170,7 @@ class Settings(_Strict):
     proxy_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PROXY_PORT
     providers: list[ExtraProvider] = []
     egress: PolicyDoc = PolicyDoc()  # the host default; absent: the LLM providers only
+    fleet: FleetSettings | None = None  # absent: global budgets are this host's alone
     ledger: LedgerSettings = LedgerSettings()
     node: str | None = None  # this host's name in usage rows; None: the machine's host name
 

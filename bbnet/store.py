@@ -101,6 +101,7 @@ def pool_from_row(r: Any) -> PoolView:
         limit=r["limit_amount"],
         used=r["used"],
         reserved=r["reserved"],
+        slice_open=bool(r["slice_open"]) if "slice_open" in r.keys() else False,  # noqa: SIM118 - sqlite3.Row
     )
 
 

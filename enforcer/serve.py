@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bbnet import metrics
+from bbnet import fleet_lease, metrics
 from bbnet.ledger import Ledger
 from bbnet.providers import with_extra
 from bbnet.settings import Settings
@@ -124,11 +124,11 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
         metrics_listener(settings, db) as m,
         Ledger.open(db, node=node) as controller_ledger,
     ):
-        meter_ledger = Ledger.open(db, node=node)
+        meter_ledger = fleet_lease.open_host_ledger(db, settings)  # fleet: global budgets are the fleet's
         if m is not None:
             metrics.instrument(meter_ledger, m)
             metrics.instrument(controller_ledger, m)
-        synced = meter_ledger.sync_budgets(settings.global_budgets())
+        synced = meter_ledger.sync_budgets([] if settings.fleet else settings.global_budgets())
         log.info(
             "ledger %s; budgets from settings: %d changed, %d removed",
             meter_ledger.where,

@@ -175,6 +175,12 @@ def test_settings_check_and_apply(tmp_path: Path, db: Path) -> None:
         ("budget: [1, 2\n", "not valid YAML"),
         ("- a\n- b\n", "expected a mapping"),
         ("usd: {global: lots}\n", "usd.global"),
+        ("fleet: {slice_tokens: 5}\n", "fleet.url: Field required"),
+        ("fleet: {url: 'db.example/fleet'}\n", "fleet.url: expected a postgresql:// URL"),
+        (
+            "fleet: {url: /x.db, slice_fraction: 2}\n",
+            "fleet.slice_fraction: Input should be less than or equal to 1",
+        ),
     ],
 )
 def test_bad_settings_file(tmp_path: Path, db: Path, text: str, message: str) -> None:
