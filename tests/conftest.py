@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -55,15 +57,30 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[pgserver.PgServer]:
-    """One real PostgreSQL server for the session (fails, never skips, under CI=true)."""
+def need_pg() -> None:
+    """Skip without PostgreSQL's server binaries; fail under CI=true, which forbids skipping."""
     try:
         pgserver.bindir()
     except pgserver.PgUnavailable as e:
         if os.environ.get("CI") == "true":
             pytest.fail(str(e))
         pytest.skip(str(e))
+
+
+def agent_corpus() -> ModuleType:
+    """bench/agent_corpus.py (bench/ is not a package): the agents' request bodies."""
+    spec = importlib.util.spec_from_file_location("agent_corpus", REPO / "bench" / "agent_corpus.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.PgServer]:
+    """One real PostgreSQL server for the session."""
+    need_pg()
     with pgserver.running() as server:
         yield server
 

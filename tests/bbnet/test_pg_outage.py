@@ -13,16 +13,13 @@ from bbnet.model import Bottle, Budget, ReserveRequest, UsageRecord
 from bbnet.names import Scope
 from bbnet.schema import SCHEMA_VERSION
 from tests import pgserver
-from tests.conftest import run_bbnet
+from tests.conftest import need_pg, run_bbnet
 
 
 @pytest.fixture
 def server() -> Iterator[pgserver.PgServer]:
     """A server of this test's own: it is stopped mid-test."""
-    try:
-        pgserver.bindir()
-    except pgserver.PgUnavailable as e:
-        pytest.skip(str(e))
+    need_pg()
     with pgserver.running() as srv:
         yield srv
 

@@ -23,6 +23,7 @@ from bbnet.model import Bottle, Budget
 from bbnet.names import Scope
 from meter.sim import SimHandle
 from tests import pgserver
+from tests.conftest import need_pg
 from tests.meter.e2e import MeterProxy, http_client, launch_proxy, running_proxies, wait_for
 
 SLOW_HOST = "api.groq.com"  # an OpenAI-compatible host the proxies send to the slow simulator
@@ -31,10 +32,7 @@ PROMPT = "Say something about budgets."
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[pgserver.PgServer]:
-    try:
-        pgserver.bindir()
-    except pgserver.PgUnavailable as e:
-        pytest.skip(str(e))
+    need_pg()
     with pgserver.running() as srv:
         yield srv
 

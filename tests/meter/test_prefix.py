@@ -3,10 +3,7 @@ its error on grown agent conversations (bench/agent_corpus.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-import sys
-from types import ModuleType
 
 import pytest
 
@@ -20,7 +17,7 @@ from meter.prefix import (
     common_suffix,
     overlap,
 )
-from tests.conftest import REPO
+from tests.conftest import agent_corpus
 
 
 @pytest.mark.parametrize(
@@ -137,19 +134,10 @@ def test_memory_is_bounded_per_agent_and_in_bytes_oldest_agent_first() -> None:
     assert memory._bytes <= memory.max_bytes
 
 
-def _corpus() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("agent_corpus", REPO / "bench" / "agent_corpus.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("agent", ["claude-code", "codex", "gemini-cli"])
 def test_learned_estimate_on_a_grown_agent_conversation_is_within_the_bound(agent: str) -> None:
     """Issue 13's targets on a multi-turn agent conversation: median error <= 3 %, p90 <= 10 %."""
-    turns = _corpus().conversation(agent, seed=7)
+    turns = agent_corpus().conversation(agent, seed=7)
     assert len(turns) > 20 and len(turns[-1].body) >= 1_000_000
     memory = PrefixMemory()
     errors = []

@@ -3,11 +3,8 @@ what a full parse reads, on real agent conversations and on bodies built to misl
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import sys
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -16,18 +13,9 @@ import pytest
 from bbnet import providers
 from meter import shape
 from meter.prefix import Known, common_prefix, common_suffix, overlap
-from tests.conftest import REPO
+from tests.conftest import agent_corpus
 
 FAMILY = providers.ANTHROPIC_MESSAGES
-
-
-def _corpus() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("agent_corpus", REPO / "bench" / "agent_corpus.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _members(doc: dict[str, Any], key: str) -> dict[str, Any]:
@@ -50,7 +38,7 @@ def _body(messages: int, **after: object) -> bytes:
 
 @pytest.mark.parametrize("agent", ["claude-code", "codex", "gemini-cli"])
 def test_every_turn_of_an_agent_conversation_is_read_as_a_full_parse_reads_it(agent: str) -> None:
-    corpus = _corpus()
+    corpus = agent_corpus()
     family = corpus.CORPUS[agent]
     turns = corpus.conversation(agent, seed=3)
     known = shape.of(turns[0].body, family)
