@@ -161,6 +161,8 @@ class BudgetOps(Store):
         amount = "input_tokens + output_tokens" if unit == "tokens" else "coalesce(cost_micros, 0)"
         rows = c.execute(
             f"SELECT bottle, agent, provider, sum({amount}) AS n FROM usage WHERE ts >= ? AND ts < ?"
+            # a row a host shipped to the fleet database is in the pool through that host's lease
+            " AND NOT EXISTS (SELECT 1 FROM fleet_nodes f WHERE f.node = usage.node)"
             " GROUP BY bottle, agent, provider",
             (start, min(end, 1e18)),
         ).fetchall()

@@ -7,6 +7,10 @@ one that finds the slice too small for it (:class:`FleetLedger.reserve` leases w
 round trip). With the fleet database unreachable the host serves within the slice it holds until its
 lease would lapse, then gives up the rest (a reclaiming node may hand it to others); a call that needs
 more then fails closed (503 BUDGET_CONFIG, unless fail-open) and settlement catches up on reconnect.
+
+It also ships the host's usage rows to the fleet database for fleet-wide reports (bbnet/shipping.py):
+one batch per step while behind, then every ``settle_seconds``; while the fleet is away the rows wait
+in the host's ledger, and the rest go at a clean stop.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from bbnet import fleet, pg
+from bbnet import fleet, pg, shipping
 from bbnet import pools as arith
 from bbnet.fleet_ops import PoolKey
 from bbnet.ledger import Ledger
@@ -37,6 +41,7 @@ log = logging.getLogger("bbnet.fleet")
 _RECONNECT_S = 1.0
 _MIRROR_S = 5.0
 _TICK_S = 0.02
+_DRAIN_S = 30.0  # the most a clean stop spends shipping the rows left behind
 _CALL_WAIT_S = 1.0  # the most a call waits for the manager before it fails closed
 _FLEET_ERRORS = (LedgerError, sqlite3.Error, psycopg.Error, OSError)
 
@@ -89,6 +94,8 @@ class LeaseManager:
     _next_settle: float = 0.0
     _next_mirror: float = 0.0
     _next_reclaim: float = 0.0
+    _next_ship: float = 0.0
+    _shipped: int | None = None  # the fleet's watermark for this host's rows; None: ask it
 
     # -- the thread ------------------------------------------------------------------------------
 
@@ -112,7 +119,8 @@ class LeaseManager:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, settle and return every unused slice (a clean stop leaves no lease to expire)."""
+        """Stop the thread, settle and return every unused slice (a clean stop leaves no lease to
+        expire), and ship the usage rows not shipped yet."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
@@ -120,6 +128,9 @@ class LeaseManager:
             if self.fleet_db is not None:
                 try:
                     self._settle_all(time.time(), release_all=True)
+                    drain_until = time.monotonic() + _DRAIN_S
+                    while not self._ship(time.time()) and time.monotonic() < drain_until:
+                        pass
                 except _FLEET_ERRORS as e:
                     log.warning("fleet: final settlement failed: %s", describe(self.url, e))
                 self.fleet_db.close()
@@ -158,7 +169,8 @@ class LeaseManager:
         log.log(logging.WARNING if self.valid_until else logging.INFO, "fleet: connected to %s (node %s)",
                 pg.redact(self.url), self.node)  # fmt: skip
         self.problem = ""
-        self._next_settle = self._next_reclaim = 0.0
+        self._next_settle = self._next_reclaim = self._next_ship = 0.0
+        self._shipped = None
         try:
             if self.settings_budgets:
                 db.sync_budgets(self.settings_budgets)
@@ -205,6 +217,25 @@ class LeaseManager:
             for node, amount in self.fleet_db.fleet_reclaim(now):
                 log.warning("fleet: reclaimed %d of node %s's expired lease", amount, node)
             self._next_reclaim = now + self.cfg.lease_seconds / 2
+        if now >= self._next_ship and self._ship(now):
+            self._next_ship = now + self.cfg.settle_seconds
+
+    def _ship(self, now: float) -> bool:
+        """Ship the next batch of this host's usage rows; True when none are left behind. The rows
+        are named by the node they carry (``self.local.node``), which is what reports group by."""
+        assert self.fleet_db is not None
+        node = self.local.node
+        if self._shipped is None:
+            self._shipped = self.fleet_db.fleet_shipped(node)
+        after = shipping.start_after(self._shipped, self.local.last_usage_id())
+        b = shipping.batch(self._shipped, self.local.usage(since_id=after, limit=shipping.BATCH_ROWS), node)
+        if b is None:
+            return True
+        self._shipped, collided = self.fleet_db.fleet_ship(node, b, now)
+        if collided:
+            log.warning("fleet: %d usage rows not shipped: another node's rows hold their keys (%s…)",
+                        len(collided), collided[0])  # fmt: skip
+        return shipping.caught_up(b) and self._shipped == b.upto
 
     def _mirror(self, now: float) -> None:
         assert self.fleet_db is not None

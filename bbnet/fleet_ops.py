@@ -4,7 +4,8 @@ The fleet database is a bbnet ledger like any host's; these run on it. A grant i
 ``UPDATE pools … RETURNING`` (it fails, and is retried with a fresh read, if another node's grant got
 there first) plus the lease row, in one transaction. A settlement writes the lease's new absolute
 state only if it is still the one it read (compare-and-set), so a reclaim by another node and this
-node's settlement never both apply to the same state.
+node's settlement never both apply to the same state. Shipping a host's usage rows (the batching is
+bbnet/shipping.py) is one transaction per batch: the rows and the node's watermark together.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bbnet import fleet
+from bbnet import fleet, shipping
 from bbnet import pools as arith
 from bbnet.budgets import BudgetOps
 from bbnet.model import PoolView
@@ -188,3 +189,41 @@ class FleetOps(BudgetOps):
             " ORDER BY p.scope, p.provider, p.unit, p.period_start, l.node"
         )
         return [dict(r) for r in rows]
+
+    # -- usage shipped from the hosts, for fleet-wide reports --------------------------------------
+
+    def fleet_shipped(self, node: str) -> int:
+        """The last local usage id ``node`` has shipped here (0: none yet)."""
+        rows = self._read("SELECT shipped_upto FROM fleet_nodes WHERE node = ?", (node,))
+        return int(rows[0][0]) if rows else 0
+
+    def fleet_ship(self, node: str, b: shipping.Batch, now: float | None = None) -> tuple[int, list[str]]:
+        """Insert ``b``'s rows (a key already here is skipped) and move ``node``'s watermark to its
+        ``upto``, in one transaction, if the watermark is still ``b.after``; returns the watermark after
+        and the keys another node's rows already held (they stay in this host's ledger only). A
+        watermark that moved meanwhile (another process under this node's name) writes nothing."""
+        at = time.time() if now is None else now
+        with self._tx() as c:
+            row = c.execute("SELECT shipped_upto FROM fleet_nodes WHERE node = ?", (node,)).fetchone()
+            current = 0 if row is None else int(row[0])
+            if current != b.after:
+                return current, []
+            flat = [v for r in b.rows for v in r]
+            inserted = {r[0] for r in c.execute(shipping.insert_sql(len(b.rows)), flat).fetchall()}
+            skipped = [k for k in b.keys if k not in inserted]
+            existing: dict[str, str | None] = {}
+            if skipped:
+                marks = ", ".join("?" * len(skipped))
+                found = c.execute(f"SELECT key, node FROM usage WHERE key IN ({marks})", skipped).fetchall()
+                existing = {r[0]: r[1] for r in found}
+            c.execute(
+                "INSERT INTO fleet_nodes (node, shipped_upto, shipped_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (node) DO UPDATE SET shipped_upto = excluded.shipped_upto,"
+                " shipped_at = excluded.shipped_at",
+                (node, b.upto, at),
+            )
+            return b.upto, shipping.collisions(b, existing)
+
+    def fleet_nodes(self) -> list[dict[str, Any]]:
+        """Every node that ships here, with its watermark and when it last shipped."""
+        return [dict(r) for r in self._read("SELECT * FROM fleet_nodes ORDER BY node")]

@@ -168,6 +168,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX fleet_leases_expiry ON fleet_leases(expires_at);
     """,
+    # v9: fleet-wide reports. Each host ships its usage rows to the fleet database's usage table
+    # (bbnet/shipping.py); per node (the name its rows carry), the last local usage id shipped, moved
+    # in the same transaction as the batch. A shipped row is counted in the fleet's pools through its
+    # node's lease, never again by seeding a new pool from usage.
+    """
+    CREATE TABLE fleet_nodes (
+        node         TEXT PRIMARY KEY,
+        shipped_upto INTEGER NOT NULL,            -- the host's local usage.id, not the fleet's
+        shipped_at   REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
