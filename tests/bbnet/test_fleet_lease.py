@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bbnet import fleet
+from bbnet import fleet, shipping
 from bbnet import pools as arith
 from bbnet.fleet_lease import FleetLedger, LeaseManager, open_fleet
 from bbnet.ledger import Ledger, LedgerError
@@ -41,7 +41,7 @@ def make_host(tmp_path: Path, fleet_url: str) -> Iterator[MakeHost]:
     def make(
         node: str, url: str = fleet_url, period: str = "total", limit: int = LIMIT
     ) -> tuple[FleetLedger, LeaseManager]:
-        ledger = FleetLedger.open(tmp_path / f"{node}.db")
+        ledger = FleetLedger.open(tmp_path / f"{node}.db", node=node)
         ledger.add_bottle(Bottle("b1"))
         manager = LeaseManager(ledger, url, node, CFG, [budget(period, limit)], connect=open_fleet)
         ledger.lease = manager
@@ -186,3 +186,101 @@ def test_a_nearly_spent_pool_is_leased_per_call_until_it_is_exhausted(
     assert exhausted and Outcome.ALLOW in outcomes
     used, reserved, _ = fleet_view(fleet_url)
     assert 2000 - 101 < used <= 2000 and reserved == 0
+
+
+def usage_by_node(ledger: Ledger) -> dict[str, tuple[int, int, frozenset[str]]]:
+    """Per node: rows, tokens, and the keys."""
+    out: dict[str, tuple[int, int, frozenset[str]]] = {}
+    for r in ledger.usage(limit=10**6):
+        n, tokens, keys = out.get(r["node"], (0, 0, frozenset()))
+        out[r["node"]] = (n + 1, tokens + r["input_tokens"] + r["output_tokens"], keys | {r["key"]})
+    return out
+
+
+def fleet_usage(url: str) -> dict[str, tuple[int, int, frozenset[str]]]:
+    with open_fleet(url) as f:
+        return usage_by_node(f)
+
+
+def commit_rows(ledger: Ledger, prefix: str, n: int) -> None:
+    for i in range(n):
+        ledger.commit(f"{prefix}{i}", UsageRecord("b1", "a", "anthropic", "claude-sonnet-4", 10 + i % 7, 5))
+
+
+def test_usage_ships_to_the_fleet_once_per_row(make_host: MakeHost, fleet_url: str) -> None:
+    a, a_manager = make_host("a")
+    b, b_manager = make_host("b")
+    calls = [call(a, f"a-call{i}") for i in range(3)] + [call(b, "b-call")]
+    assert calls == [Outcome.ALLOW] * 4
+    commit_rows(a, "a-row", 2 * shipping.BATCH_ROWS + 7)  # three batches
+    now = time.time() + CFG.settle_seconds
+    for i in range(4):  # one batch per step while behind
+        a_manager.step(now + i * 0.1)
+        b_manager.step(now + i * 0.1)
+    union = usage_by_node(a) | usage_by_node(b)
+    assert union["a"][0] == 3 + 2 * shipping.BATCH_ROWS + 7 and union["b"][0] == 1
+    assert fleet_usage(fleet_url) == union
+    with open_fleet(fleet_url) as f:
+        assert {r["node"]: r["shipped_upto"] for r in f.fleet_nodes()} == {
+            "a": a.last_usage_id(), "b": b.last_usage_id()}  # fmt: skip
+        fleet_ids = f.last_usage_id()
+    for i in range(3):  # shipping again adds nothing
+        a_manager.step(now + 2 * CFG.settle_seconds * (i + 1))
+    assert fleet_usage(fleet_url) == union
+    with open_fleet(fleet_url) as f:
+        assert f.last_usage_id() == fleet_ids
+    call(a, "a-late")  # a new row goes on the next interval
+    a_manager.step(now + 10 * CFG.settle_seconds)
+    assert fleet_usage(fleet_url)["a"] == usage_by_node(a)["a"]
+
+
+def test_a_stale_batch_writes_nothing_and_a_repeat_is_skipped(make_host: MakeHost, fleet_url: str) -> None:
+    a, _ = make_host("a")
+    commit_rows(a, "k", 5)
+    rows = a.usage()
+    with open_fleet(fleet_url) as f:
+        first = shipping.batch(0, rows[:3], "a")
+        assert first is not None and f.fleet_ship("a", first) == (rows[2]["id"], [])
+        assert f.fleet_ship("a", first) == (rows[2]["id"], [])  # stale: the watermark moved on
+        assert len(f.usage()) == 3
+        overlap = shipping.batch(rows[2]["id"], rows, "a")  # the first three again, and two more
+        assert overlap is not None and f.fleet_ship("a", overlap) == (rows[4]["id"], [])
+        assert sorted(r["key"] for r in f.usage()) == [f"k{i}" for i in range(5)]
+
+
+def test_a_recreated_host_ledger_ships_again_from_its_start(
+    make_host: MakeHost, fleet_url: str, tmp_path: Path
+) -> None:
+    a, manager = make_host("a")
+    commit_rows(a, "old", 5)
+    manager.step(time.time() + CFG.settle_seconds)
+    assert fleet_usage(fleet_url)["a"][0] == 5
+    a.close()
+    (tmp_path / "a.db").unlink()
+    fresh, fresh_manager = make_host("a")  # its ids begin again at 1, below the fleet's watermark
+    commit_rows(fresh, "new", 2)
+    fresh_manager.step(time.time() + CFG.settle_seconds)
+    assert fleet_usage(fleet_url)["a"][0] == 7
+
+
+def test_another_nodes_key_is_never_overwritten(make_host: MakeHost, fleet_url: str) -> None:
+    a, a_manager = make_host("a")
+    b, _ = make_host("b")
+    commit_rows(a, "same", 1)
+    commit_rows(b, "same", 1)  # the one key both hosts used (flow ids never do: they are UUIDs)
+    a_manager.step(time.time() + CFG.settle_seconds)
+    with open_fleet(fleet_url) as f:
+        batch = shipping.batch(0, b.usage(), "b")
+        assert batch is not None and f.fleet_ship("b", batch) == (b.last_usage_id(), ["same0"])
+    assert {n: v[0] for n, v in fleet_usage(fleet_url).items()} == {"a": 1}
+
+
+def test_shipped_usage_never_seeds_a_new_fleet_pool(make_host: MakeHost, fleet_url: str) -> None:
+    a, manager = make_host("a")
+    call(a, "k1")
+    manager.step(time.time() + CFG.settle_seconds)
+    assert fleet_usage(fleet_url)["a"][0] == 1
+    with open_fleet(fleet_url) as f:  # a budget set mid-period: its pool is new, a's usage is not in it
+        f.set_budget(Budget(Scope.global_(), "*", "tokens", LIMIT, "day", "cli"))
+        (pool,) = [p for p in f.pools() if p.provider == "*"]
+    assert pool.used == 0  # a's 300 reach it through a's lease, as every fleet pool's usage does
