@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     ledger: Ledger
     manager = None
     if a.fleet:
-        ledger = FleetLedger.open(a.db)
+        ledger = FleetLedger.open(a.db, node=a.node)
         cfg = fleet.SliceConfig(slice_tokens=a.slice, lease_seconds=a.lease_seconds,
                                 settle_seconds=a.settle_seconds, idle_seconds=3600)  # fmt: skip
         manager = LeaseManager(ledger, a.fleet, a.node, cfg, connect=open_fleet)
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         manager.begin(time.time())
         manager.start()
     else:
-        ledger = Ledger.open(a.db)
+        ledger = Ledger.open(a.db, node=a.node)
     if ledger.get_bottle("b1") is None:
         ledger.add_bottle(Bottle("b1"))
     print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)

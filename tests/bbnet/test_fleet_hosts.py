@@ -20,7 +20,8 @@ from bbnet.ledger import Ledger
 from bbnet.model import Budget
 from bbnet.names import Scope
 from tests import pgserver
-from tests.conftest import REPO
+from tests.bbnet.test_fleet_lease import fleet_usage, usage_by_node
+from tests.conftest import REPO, run_bbnet
 
 WAIT_S = 60.0
 
@@ -92,6 +93,7 @@ def test_hosts_hammering_one_pool_never_overspend_it(tmp_path: Path, fleet_url: 
     assert used == sum(int(r["local_used"]) for r in results)  # settled exactly: nothing double-counted
     assert reserved == 0  # every slice went back at the clean stop
     assert all(int(r["calls"]) > 0 for r in results)  # every host got slices
+    assert fleet_usage(fleet_url) == hosts_usage(tmp_path, "h1", "h2", "h3", "h4")  # shipped at the stop
 
 
 def test_a_killed_hosts_slice_returns_when_its_lease_expires(tmp_path: Path, fleet_url: str) -> None:
@@ -118,6 +120,16 @@ def test_a_killed_hosts_slice_returns_when_its_lease_expires(tmp_path: Path, fle
     assert spent[0] - int(lease["consumed"]) <= int(lease["granted"]) - int(lease["consumed"])
 
 
+def hosts_usage(tmp_path: Path, *nodes: str) -> dict[str, tuple[int, int, frozenset[str]]]:
+    """The union of the hosts' own usage rows, per node (rows, tokens, keys)."""
+    union: dict[str, tuple[int, int, frozenset[str]]] = {}
+    for n in nodes:
+        with Ledger.open(tmp_path / f"{n}.db") as ledger:
+            union |= usage_by_node(ledger)
+    assert sorted(union) == sorted(nodes)
+    return union
+
+
 def local_used(path: Path) -> int:
     with Ledger.open(path) as ledger:
         return sum(p.used for p in ledger.pools() if p.scope == "global")
@@ -127,12 +139,14 @@ def test_postgresql_stopped_mid_run_settlement_catches_up(tmp_path: Path) -> Non
     with pgserver.running() as server:  # its own server: this test stops it
         url = server.new_database()
         fleet_budget(url, 10**7)
-        args = ("--writers", "2", "--seconds", str(WAIT_S * 2), "--slice", "50000", "--settle-seconds", "0.2",
+        # slices big enough to serve for seconds with the fleet away: the test sees calls made meanwhile
+        args = ("--writers", "2", "--seconds", str(WAIT_S * 2), "--slice", "2000000", "--settle-seconds", "0.2",
                 "--stop", str(tmp_path / "stop"))  # fmt: skip
         with host(tmp_path, url, "h1", *args) as p1, host(tmp_path, url, "h2", *args) as p2:
             wait_for(
                 "both hosts settled", lambda: all(int(r["consumed"]) > 0 for r in fleet_leases(url).values())
             )
+            wait_for("rows shipped", lambda: sorted(fleet_usage(url)) == ["h1", "h2"])
             server.stop()
             down = [local_used(tmp_path / f"{n}.db") for n in ("h1", "h2")]
             # the hosts go on within the slices they hold: calls commit to their own ledgers
@@ -147,3 +161,16 @@ def test_postgresql_stopped_mid_run_settlement_catches_up(tmp_path: Path) -> Non
         used, reserved = fleet_pool(url)
         assert used == sum(int(r["local_used"]) for r in results)  # every call counted once
         assert reserved == 0
+        assert fleet_usage(url) == hosts_usage(tmp_path, "h1", "h2")  # every row shipped exactly once
+
+
+def test_a_fleet_report_shows_each_hosts_totals(tmp_path: Path, fleet_url: str) -> None:
+    fleet_budget(fleet_url, 10**7)
+    args = ("--writers", "2", "--seconds", "2", "--slice", "5000")
+    with host(tmp_path, fleet_url, "h1", *args) as p1, host(tmp_path, fleet_url, "h2", *args) as p2:
+        for p in (p1, p2):
+            result(p)
+    done = run_bbnet("report", "usage", "--db", fleet_url, "--by", "node", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    got = {r["node"]: (r["calls"], r["tokens"]) for r in json.loads(done.stdout)["rows"]}
+    assert got == {n: v[:2] for n, v in hosts_usage(tmp_path, "h1", "h2").items()}
