@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import socket
 import sqlite3
 import threading
 import time
@@ -368,7 +367,7 @@ def open_host_ledger(db: str, settings: Settings) -> Ledger:
         return Ledger.open(db, node=settings.node or "")
     ledger = FleetLedger.open(db, node=settings.node or "")
     f = settings.fleet
-    manager = LeaseManager(ledger, f.url, settings.node or socket.gethostname(), slice_config(f),
+    manager = LeaseManager(ledger, f.url, ledger.node, slice_config(f),
                            settings.global_budgets())  # fmt: skip
     ledger.lease = manager
     manager.begin(time.time())
