@@ -25,11 +25,10 @@ _SCHEMA_RULES = (
     (re.compile(r"\bINTEGER\b"), "BIGINT"),
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
 )
+_STRING = r"'(?:[^']|'')*'"  # an SQL string literal ('' is a quote inside it)
+_LITERAL = re.compile(f"({_STRING})")
 # a string literal (kept whole), a placeholder, or a percent sign
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\?(\d*)|%")
-
-
-_LITERAL = re.compile(r"('(?:[^']|'')*')")
+_TOKEN = re.compile(_STRING + r"|\?(\d*)|%")
 
 
 def pg_schema(statement: str) -> str:

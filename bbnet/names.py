@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 BOTTLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
 NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -20,32 +18,29 @@ class NameError_(ValueError):
     """A bottle, agent or scope name that is not allowed."""
 
 
-def bottle_name(value: str) -> str:
-    """Return ``value`` if it is a valid bottle name, else raise with the rule it broke."""
-    if not isinstance(value, str) or not BOTTLE_NAME_RE.fullmatch(value):
-        raise NameError_(
-            f"invalid bottle name {value!r}: use 1-32 characters, lowercase letters, digits and '-', "
-            "starting with a letter or digit"
-        )
+def _checked(value: str, pattern: re.Pattern[str], what: str, rule: str) -> str:
+    """Return ``value`` if it matches ``pattern``, else raise naming ``what`` and the ``rule`` it broke."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise NameError_(f"invalid {what} {value!r}: {rule}")
     return value
+
+
+def bottle_name(value: str) -> str:
+    return _checked(value, BOTTLE_NAME_RE, "bottle name",
+                    "use 1-32 characters, lowercase letters, digits and '-', starting with a letter or digit")  # fmt: skip
 
 
 def agent_name(value: str) -> str:
-    if not isinstance(value, str) or not AGENT_NAME_RE.fullmatch(value):
-        raise NameError_(
-            f"invalid agent name {value!r}: use 1-64 characters, letters, digits, '.', '_' and '-'"
-        )
-    return value
+    return _checked(
+        value, AGENT_NAME_RE, "agent name", "use 1-64 characters, letters, digits, '.', '_' and '-'"
+    )
 
 
 def node_name(value: str) -> str:
     """A host's name in the ledger (``node``): a DNS label, as a host name's first part is."""
-    if not isinstance(value, str) or not NODE_NAME_RE.fullmatch(value):
-        raise NameError_(
-            f"invalid node name {value!r}: use 1-63 characters, lowercase letters, digits and '-',"
-            " starting and ending with a letter or digit"
-        )
-    return value
+    return _checked(value, NODE_NAME_RE, "node name",
+                    "use 1-63 characters, lowercase letters, digits and '-', starting and ending with a letter"
+                    " or digit")  # fmt: skip
 
 
 @dataclass(frozen=True, order=True)

@@ -111,6 +111,7 @@ class PgConnection:
         self._conn: psycopg.Connection[Any] | None = None
         self._retry_at = 0.0  # after a failed connect: no new attempt before this (monotonic)
         self._failure = ""
+        self._in_tx = False  # inside transaction(): a broken connection's statement is not retried
         if connect:
             self._connect()
 
@@ -150,8 +151,6 @@ class PgConnection:
             if not conn.broken or self._in_tx:
                 raise
             return self._live().execute(query, params)
-
-    _in_tx = False
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
