@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import pgserver
 
@@ -97,6 +99,21 @@ def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "ledger.db")
     return str(request.getfixturevalue("pg_url"))
+
+
+MetricSamples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape_metrics(address: str) -> MetricSamples:
+    """GET ``http://address/metrics`` and read it with prometheus_client's own parser:
+    ``{(sample name, labels): value}``."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def have(cmd: str) -> bool:

@@ -3,29 +3,18 @@ back with prometheus_client's own text parser."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bbnet import metrics
 from bbnet.ledger import Ledger
 from bbnet.model import Bottle, Budget, Outcome, ReserveRequest, UsageRecord
 from bbnet.names import Scope
+from tests.conftest import scrape_metrics
 
 MODEL = "claude-sonnet-4-5-20250929"
-
-
-def scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -62,7 +51,7 @@ def test_counters_match_the_ledger(served: tuple[Ledger, str]) -> None:
     ledger.set_budget(Budget(Scope.of_bottle("a"), "anthropic", "tokens", 1000))
     assert ledger.reserve(req("k1")).outcome is Outcome.ALLOW
     assert ledger.reserve(req("k2")).outcome is Outcome.ALLOW
-    in_flight = scrape(address)
+    in_flight = scrape_metrics(address)
     assert value(in_flight, "bbnet_reservations_in_flight") == 2
     assert value(in_flight, "bbnet_pool_reserved", scope="bottle:a") == 400
     ledger.commit("k1", usage(120, 80, cache_read_tokens=30))
@@ -73,7 +62,7 @@ def test_counters_match_the_ledger(served: tuple[Ledger, str]) -> None:
     assert ledger.reserve(req("k4", out=1)).outcome is Outcome.ALLOW
     assert ledger.sweep_expired(now=2e9)  # its meter "died": billed as a lost call
 
-    s = scrape(address)
+    s = scrape_metrics(address)
     rows = ledger.usage()
     assert value(s, "bbnet_calls_total", bottle="a", provider="anthropic") == len(rows) - 1  # lost: apart
     assert value(s, "bbnet_calls_total", estimated="true") == 1
@@ -106,7 +95,7 @@ def test_deny_and_hooks(served: tuple[Ledger, str]) -> None:
     metrics.cutoff("a", "freeze", 0.08)
     metrics.soft_limit(80)
     metrics.webhook(False)
-    s = scrape(address)
+    s = scrape_metrics(address)
     assert value(s, "bbnet_reservations_total", outcome="deny") == 1
     assert value(s, "bbnet_denies_total", code="BUDGET_DENIED", provider="anthropic") == 1
     assert value(s, "bbnet_unmetered_refusals_total", code="UNMETERED") == 1

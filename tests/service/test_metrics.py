@@ -9,15 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import MetricSamples, scrape_metrics
 from tests.service.harness import (
     PYTHON,
     Agent,
@@ -35,7 +34,6 @@ from tests.service.test_enforcement import LOOP, SMALL_BUDGET, desired
 
 pytestmark = pytest.mark.root
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 HOOK_SECRET = "hook-pass-7781"  # noqa: S105 - a stand-in that must never reach a log or a row
 
 
@@ -88,18 +86,12 @@ def service(root_lock: None, sim_url: str, receiver: Receiver,
         yield svc
 
 
-def scrape(svc: Service) -> Samples:
+def scrape(svc: Service) -> MetricSamples:
     listen = svc.settings.read_text().split("listen: '", 1)[1].split("'", 1)[0]
-    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return scrape_metrics(listen)
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
+def value(samples: MetricSamples, name: str, **labels: str) -> float:
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
@@ -112,14 +104,14 @@ def ledger_totals(svc: Service, bottle: str) -> dict[str, float]:
             "usd": sum(r["cost_usd"] or 0 for r in rows)}  # fmt: skip
 
 
-def metric_totals(s: Samples, bottle: str, provider: str) -> dict[str, float]:
+def metric_totals(s: MetricSamples, bottle: str, provider: str) -> dict[str, float]:
     return {"calls": value(s, "bbnet_calls_total", bottle=bottle, provider=provider),
             "input": value(s, "bbnet_tokens_total", bottle=bottle, provider=provider, type="input"),
             "output": value(s, "bbnet_tokens_total", bottle=bottle, provider=provider, type="output"),
             "usd": value(s, "bbnet_cost_usd_total", bottle=bottle, provider=provider)}  # fmt: skip
 
 
-def agrees(svc: Service, bottle: str, provider: str) -> Samples:
+def agrees(svc: Service, bottle: str, provider: str) -> MetricSamples:
     """A scrape whose counters for ``bottle`` equal its usage rows (a commit lands just after the
     answer the agent saw: poll until it has); empty while they differ."""
     s = scrape(svc)
