@@ -91,6 +91,10 @@ def attach_ledger(con: duckdb.DuckDBPyConnection, db: str | Path) -> Path | None
     PostgreSQL ledger). Errors are one line, without a password."""
     if backend_of(db) == "postgres":
         url = str(db)
+        try:
+            pg.check_url(url)
+        except ValueError as e:
+            raise ReportError(f"cannot read ledger: {e}") from None
         _attach(con, f"ATTACH {sql_string(url)} AS {LEDGER} (TYPE postgres, READ_ONLY)", pg.redact(url), url)
         return None
     path = Path(db).absolute()

@@ -67,7 +67,7 @@ def budget_set(
     known = settings_mod.load(settings).provider_keys()
     budget = parse_budget(scope, provider, limit, unit, period, known)
     # a bottle's or agent's budget needs the bottle, so only a global one may start a new ledger
-    with open_ledger(db, create=budget.scope.kind == "global") as ledger:
+    with open_ledger(db, create=budget.scope.kind == "global", settings=settings) as ledger:
         save_budget(ledger, budget, known, operator_actor())
     console.print(
         f"budget {budget.scope} {budget.provider}: {_amount(unit, budget.limit)} {unit} per {period}"
@@ -82,7 +82,7 @@ def budget_list(db: DbOpt = None, settings: SettingsOpt = None, json_: JsonOpt =
     from bbnet import settings as settings_mod
 
     fleet = settings_mod.load(settings).fleet
-    with open_ledger(db) as ledger:
+    with open_ledger(db, settings=settings) as ledger:
         pools = ledger.pools()
     totals = fleet_cli.fleet_totals(fleet.url) if fleet else None
     if json_:

@@ -131,8 +131,9 @@ def ledger_target(db: str | None, settings: str | None = None) -> str:
     return settings_mod.load(settings).ledger_target(None)
 
 
-def open_ledger(db: str | None, *, create: bool = True) -> Ledger:
-    return Ledger.open(ledger_target(db), create=create)
+def open_ledger(db: str | None, *, create: bool = True, settings: str | None = None) -> Ledger:
+    """The ledger a command opens (:func:`ledger_target`); ``settings``: the command's --settings file."""
+    return Ledger.open(ledger_target(db, settings), create=create)
 
 
 def print_json(data: Any) -> None:

@@ -39,8 +39,21 @@ def is_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` naming what is wrong (never the URL itself) when ``url`` cannot be parsed."""
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError as e:
+        raise ValueError(f"invalid PostgreSQL URL ({e})") from None
+
+
 def redact(url: str) -> str:
-    """``url`` without its password (``postgresql://user:***@host/db``)."""
+    """``url`` without its password (``postgresql://user:***@host/db``); an unparseable URL is
+    hidden after its scheme (it may hold a password where a parser cannot find it)."""
+    try:
+        check_url(url)
+    except ValueError:
+        return url.partition("://")[0] + "://***"
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -53,7 +66,10 @@ def describe(url: str, e: Exception) -> str:
     lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
     # libpq: "connection failed: connection to server at ... failed: FATAL:  password ..."
     text = (lines[0] if lines else type(e).__name__).removeprefix("connection failed: ")
-    password = urlsplit(url).password
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # callers check the URL first (check_url); nothing to find in it here
+        password = None
     if password:
         text = text.replace(password, "***")
     return " ".join(text.split())

@@ -125,6 +125,10 @@ class ExtraProvider(_Strict):
 def _ledger_url(v: str) -> str:
     if not v.startswith(("postgresql://", "postgres://", "/")):
         raise ValueError("expected a postgresql:// URL or an absolute file path")
+    if not v.startswith("/"):
+        from bbnet.pg import check_url  # psycopg: only for a PostgreSQL ledger
+
+        check_url(v)
     return v
 
 

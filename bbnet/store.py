@@ -184,6 +184,10 @@ class Store:
     @classmethod
     def _open_postgres(cls, url: str, create: bool, node: str, lazy: bool) -> Self:
         try:
+            pg.check_url(url)
+        except ValueError as e:
+            raise LedgerError(f"cannot open ledger: {e}") from None
+        try:
             conn = pg.PgConnection(url)
         except psycopg.Error as e:
             problem = f"cannot open ledger at {pg.redact(url)}: {pg.describe(url, e)}"

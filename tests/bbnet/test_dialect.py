@@ -32,3 +32,4 @@ def test_placeholders() -> None:
 def test_redact() -> None:
     assert redact("postgresql://bbnet:s3cret@db:5432/x") == "postgresql://bbnet:***@db:5432/x"
     assert redact("postgresql://db/x") == "postgresql://db/x"
+    assert redact("postgresql://bbnet:s3cret@[db/x") == "postgresql://***"  # unparseable: all hidden

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,29 @@ def test_commands_open_the_settings_ledger_url(tmp_path: Path, pg_url: str) -> N
     assert r.returncode == 0, r.stderr
     with Ledger.open(pg_url, create=False) as ledger:  # the command created the schema there
         assert ledger.bottles() == []
+
+
+def test_a_command_given_settings_opens_their_ledger(tmp_path: Path, pg_url: str) -> None:
+    """`budget set/list --settings FILE` open FILE's ledger.url, not the default settings' ledger."""
+    settings = tmp_path / "settings.yml"
+    settings.write_text(f"ledger: {{url: '{pg_url}'}}\n")
+    env = {"BBNET_SETTINGS": str(tmp_path / "absent.yml"), "BBNET_DB": ""}
+    r = run_bbnet("budget", "set", "global", "anthropic", "5000", "--settings", str(settings), env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_bbnet("budget", "list", "--json", "--settings", str(settings), env=env)
+    assert r.returncode == 0, r.stderr
+    assert [(p["scope"], p["limit"]) for p in json.loads(r.stdout)] == [("global", 5000)]
+    with Ledger.open(pg_url, create=False) as ledger:
+        assert [b.limit for b in ledger.budgets()] == [5000]
+
+
+def test_an_unparseable_ledger_url_is_one_line_without_its_password(tmp_path: Path) -> None:
+    bad = "postgresql://bbnet:s3cret-pw@[db/x"
+    with pytest.raises(SettingsError, match=r"ledger\.url: invalid PostgreSQL URL") as e:
+        parse(f"ledger: {{url: '{bad}'}}")
+    assert "s3cret-pw" not in str(e.value)
+    for args in (("budget", "list"), ("report", "usage")):
+        r = run_bbnet(*args, "--db", bad, env={"BBNET_SETTINGS": str(tmp_path / "absent.yml")})
+        assert r.returncode == 2
+        assert r.stderr.count("\n") == 1 and "invalid PostgreSQL URL" in r.stderr, r.stderr
+        assert "s3cret-pw" not in r.stderr + r.stdout
