@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bbnet import pools as arith
@@ -18,12 +18,15 @@ from bbnet.model import (
     PERIODS,
     UNITS,
     Budget,
+    Commit,
     CommitResult,
     Outcome,
     PoolView,
     ReserveRequest,
     ReserveResult,
     UsageRecord,
+    Write,
+    Written,
 )
 from bbnet.names import Scope
 from bbnet.prices import cost_usd
@@ -56,6 +59,25 @@ def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
         ts=reservation["created_at"],
         node=reservation["node"],
     )
+
+
+class _Refused(Exception):
+    """A batch's only write refused: its transaction is rolled back, its error returned."""
+
+    def __init__(self, error: LedgerError) -> None:
+        self.error = error
+
+
+def _check_usage(usage: UsageRecord) -> None:
+    for field in (
+        "input_tokens",
+        "output_tokens",
+        "cache_write_tokens",
+        "cache_read_tokens",
+        "reasoning_tokens",
+    ):
+        if getattr(usage, field) < 0:
+            raise LedgerError(f"invalid usage: {field} is negative")
 
 
 def _scope_holds(scope: str, chain: list[str], agent: str) -> bool:
@@ -220,58 +242,61 @@ class BudgetOps(Store):
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         """Check every pool on the call's path and hold the projected amounts in all, or none."""
-        now = time.time()
         with self._tx() as c:
-            held = c.execute(
-                "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.tokens, r.usd_micros"
-                " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
-                (req.key,),
-            ).fetchone()
-            if held["committed"]:
-                raise LedgerError(f"call {req.key!r} is already committed")
-            if held["tokens"] is not None:  # a retried reserve: the hold already stands
-                return ReserveResult(
-                    Outcome.ALLOW,
-                    req.key,
-                    held["tokens"],
-                    held["usd_micros"],
-                    held["tokens"] - req.input_tokens,
-                )
-            chain = self._chain(c, req.bottle)
-            rows = self._path_pool_rows(c, chain, req.agent, req.provider, now)
-            decision = arith.decide(req, [pool_from_row(r) for r in rows])
-            if decision.outcome is Outcome.DENY:
-                return ReserveResult(
-                    Outcome.DENY,
-                    req.key,
-                    governing=decision.governing,
-                    exhausted=decision.exhausted,
-                    needed=decision.needed,
-                )
-            holds: list[tuple[int, int]] = []
-            for r in rows:
-                amount = decision.tokens if r["unit"] == "tokens" else decision.usd_micros
-                if amount:
-                    holds.append((r["id"], amount))
-                    c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
-            c.execute(
-                "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
-                " created_at, expires_at, input_tokens, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    req.key,
-                    req.bottle,
-                    req.agent,
-                    req.provider,
-                    req.model,
-                    decision.tokens,
-                    decision.usd_micros,
-                    json.dumps(holds),
-                    now,
-                    now + req.lease_seconds,
-                    req.input_tokens,
-                    self.node,
-                ),
+            return self._reserve(c, req, time.time())
+
+    def _reserve(self, c: Conn, req: ReserveRequest, now: float) -> ReserveResult:
+        """The reserve inside an open transaction (a LedgerError is raised before it writes)."""
+        held = c.execute(
+            "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.tokens, r.usd_micros"
+            " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
+            (req.key,),
+        ).fetchone()
+        if held["committed"]:
+            raise LedgerError(f"call {req.key!r} is already committed")
+        if held["tokens"] is not None:  # a retried reserve: the hold already stands
+            return ReserveResult(
+                Outcome.ALLOW,
+                req.key,
+                held["tokens"],
+                held["usd_micros"],
+                held["tokens"] - req.input_tokens,
             )
+        chain = self._chain(c, req.bottle)
+        rows = self._path_pool_rows(c, chain, req.agent, req.provider, now)
+        decision = arith.decide(req, [pool_from_row(r) for r in rows])
+        if decision.outcome is Outcome.DENY:
+            return ReserveResult(
+                Outcome.DENY,
+                req.key,
+                governing=decision.governing,
+                exhausted=decision.exhausted,
+                needed=decision.needed,
+            )
+        holds: list[tuple[int, int]] = []
+        for r in rows:
+            amount = decision.tokens if r["unit"] == "tokens" else decision.usd_micros
+            if amount:
+                holds.append((r["id"], amount))
+                c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
+        c.execute(
+            "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
+            " created_at, expires_at, input_tokens, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                req.key,
+                req.bottle,
+                req.agent,
+                req.provider,
+                req.model,
+                decision.tokens,
+                decision.usd_micros,
+                json.dumps(holds),
+                now,
+                now + req.lease_seconds,
+                req.input_tokens,
+                self.node,
+            ),
+        )
         return ReserveResult(
             decision.outcome,
             req.key,
@@ -283,17 +308,48 @@ class BudgetOps(Store):
 
     def commit(self, key: str, usage: UsageRecord) -> CommitResult:
         """Record exactly one usage row for ``key`` and move its hold to used, in one transaction."""
-        for field in (
-            "input_tokens",
-            "output_tokens",
-            "cache_write_tokens",
-            "cache_read_tokens",
-            "reasoning_tokens",
-        ):
-            if getattr(usage, field) < 0:
-                raise LedgerError(f"invalid usage: {field} is negative")
+        _check_usage(usage)
         with self._tx() as c:
             return self._record(c, key, usage)
+
+    def write_batch(self, writes: Sequence[Write]) -> list[Written]:
+        """Every write in one transaction, in order: a group commit (one COMMIT for them all).
+
+        Each write is what :meth:`reserve`, :meth:`commit` or :meth:`release` would do alone; one
+        that cannot be done (a :class:`LedgerError`: a call already committed, an unknown bottle)
+        is rolled back to its savepoint and its error takes its place, the others stand. Put
+        commits and releases before reserves: the room they free is then there for the reserves.
+        The transaction itself failing (the ledger unreachable, the disk full) raises, and nothing
+        of the batch is written."""
+        now = time.time()
+        try:
+            with self._tx() as c:
+                if len(writes) != 1:
+                    return [self._write_one(c, w, now) for w in writes]
+                try:  # alone, its transaction is its savepoint
+                    return [self._apply(c, writes[0], now)]
+                except LedgerError as e:
+                    raise _Refused(e) from None
+        except _Refused as refused:
+            return [refused.error]
+
+    def _write_one(self, c: Conn, write: Write, now: float) -> Written:
+        c.execute("SAVEPOINT one_write")
+        try:
+            out: Written = self._apply(c, write, now)
+        except LedgerError as e:
+            c.execute("ROLLBACK TO one_write")
+            out = e
+        c.execute("RELEASE one_write")
+        return out
+
+    def _apply(self, c: Conn, write: Write, now: float) -> ReserveResult | CommitResult | bool:
+        if isinstance(write, ReserveRequest):
+            return self._reserve(c, write, now)
+        if isinstance(write, Commit):
+            _check_usage(write.usage)
+            return self._record(c, write.key, write.usage)
+        return self._drop_hold(c, write.key)
 
     def _record(self, c: Conn, key: str, usage: UsageRecord) -> CommitResult:
         """The commit inside an open transaction: insert the row, move the hold to used."""

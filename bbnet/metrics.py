@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bbnet.model import MICROS_PER_USD, CommitResult, ReserveResult, UsageRecord
+from bbnet.model import (
+    MICROS_PER_USD,
+    Commit,
+    CommitResult,
+    ReserveRequest,
+    ReserveResult,
+    UsageRecord,
+    Write,
+    Written,
+)
 from bbnet.store import LedgerError
 
 if TYPE_CHECKING:
@@ -49,7 +58,8 @@ CUTOFF_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
 TOKEN_PARTS = (("cache_write", "cache_write_tokens"), ("cache_read", "cache_read_tokens"),
                ("reasoning", "reasoning_tokens"))  # fmt: skip
 LEDGER_OPS = {"reserve": "reserve", "commit": "commit", "release": "release", "renew": "renew",
-              "sweep_expired": "sweep"}  # fmt: skip
+              "sweep_expired": "sweep", "write_batch": "batch"}  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class Metrics:
@@ -86,6 +96,9 @@ class Metrics:
                                         ["policy"], buckets=CUTOFF_BUCKETS, registry=r)  # fmt: skip
         self.ledger_ops = Histogram("bbnet_ledger_operation_duration_seconds", "Seconds per ledger operation",
                                     ["op"], buckets=LEDGER_BUCKETS, registry=r)  # fmt: skip
+        self.batch_writes = Histogram("bbnet_ledger_batch_writes", "Writes per group commit of the meter's ledger"
+                                      " writes (commits, releases and the reserve they came with)",
+                                      buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
         self.soft_limits = Counter("bbnet_soft_limit_alerts", "Soft-limit alerts raised, by threshold",
                                    ["threshold"], registry=r)  # fmt: skip
         self.webhooks = Counter("bbnet_webhook_deliveries", "Soft-limit webhooks, by result (ok | failed)",
@@ -121,6 +134,15 @@ class Metrics:
             self.call_duration.labels(p),
         )  # fmt: skip
         return series
+
+    def observe_batch(self, writes: Sequence[Write], results: Sequence[Written]) -> None:
+        """A group commit's size, and what each of its reserves and commits decided."""
+        self.batch_writes.observe(len(writes))
+        for write, result in zip(writes, results, strict=True):
+            if isinstance(write, ReserveRequest) and isinstance(result, ReserveResult):
+                self.observe_reserve(write.provider, result)
+            elif isinstance(write, Commit) and isinstance(result, CommitResult):
+                self.observe_commit(write.usage, result)
 
     def observe_reserve(self, provider: str, result: ReserveResult) -> None:
         key = (provider, result.outcome.value)
@@ -216,6 +238,8 @@ def _timed(call: Callable[..., Any], m: Metrics, op: str) -> Callable[..., Any]:
             m.observe_reserve(args[0].provider, out)
         elif op == "commit":
             m.observe_commit(args[1], out)
+        elif op == "batch":
+            m.observe_batch(args[0], out)
         elif op == "sweep":
             for bottle, result in out:
                 if result.recorded:

@@ -138,6 +138,27 @@ class CommitResult:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """A commit in a batch of ledger writes (``Ledger.write_batch``)."""
+
+    key: str
+    usage: UsageRecord
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release in a batch of ledger writes: the call's hold goes back to its pools."""
+
+    key: str
+
+
+#: One write of a batch, and what it gave: a reserve's or commit's result, a release's "was there
+#: a hold", or the LedgerError that write got (the batch's other writes stand).
+type Write = ReserveRequest | Commit | Release
+type Written = ReserveResult | CommitResult | bool | Exception
+
+
+@dataclass(frozen=True)
 class DesiredState:
     bottle: str
     state: str  # open | cutoff | frozen | killed

@@ -30,6 +30,7 @@ from typing import Any, Protocol, Self
 import psycopg
 
 from bbnet import pg
+from bbnet.checkpoint import Checkpointer
 from bbnet.defaults import DEFAULT_DB
 from bbnet.dialect import POSTGRES, SQLITE, pg_schema
 from bbnet.model import (
@@ -302,6 +303,15 @@ class Store:
         except BaseException:
             self._ready = False
             raise
+
+    def checkpoint_in_background(self) -> Checkpointer | None:
+        """Stop this connection's COMMITs from running WAL checkpoints and run them on a thread
+        instead (:mod:`bbnet.checkpoint`); the thread, to stop when done. None on PostgreSQL."""
+        if self.dialect == POSTGRES:
+            return None
+        with self._lock:
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        return Checkpointer(self.path)
 
     def data_version(self) -> int:
         """Changes when another connection commits: a cheap "did anything change?" probe.

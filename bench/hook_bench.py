@@ -8,7 +8,8 @@ bottle): ``request`` (attribute, read the body, estimate, reserve) and ``respons
 commit, learn), timed by the thread's CPU clock. Bodies: per size, ``TURNS`` consecutive turns of
 each agent's conversation (bench/agent_corpus.py) from that size on, sent in order, ``--passes``
 times over (the first pass teaches the meter; later passes are timed). Reserve and commit are
-also timed on their own (the SQLite part: statements and their transaction).
+also timed on their own (the SQLite part: statements and their transaction). The ledger's WAL is
+checkpointed on a thread, as the meter does (bbnet/checkpoint.py).
 
 Prints JSON: per size and agent, p50/p99 ms of the request hook, of its reserve, of the answer's
 hooks (commit and learning) and of the commit alone.
@@ -77,6 +78,9 @@ class Timed:
     def commit(self, *args: Any) -> Any:
         return self._timed(self.commit_ms, self._ledger.commit, *args)
 
+    def write_batch(self, *args: Any) -> Any:  # the meter's commits (outside an event loop, one per batch)
+        return self._timed(self.commit_ms, self._ledger.write_batch, *args)
+
 
 def one_call(meter: Meter, agent: str, turn: agent_corpus.Turn) -> tuple[float, float]:
     host, path = ROUTES[agent]
@@ -115,6 +119,7 @@ def run(size: int, agent: str, passes: int, workdir: Path) -> dict[str, Any]:
     ledger.set_budget(Budget(Scope.global_(), "*", "tokens", 10**15))
     ledger.set_budget(Budget(Scope.global_(), "*", "usd", 10**6 * MICROS_PER_USD, period="month"))
     ledger.set_budget(Budget(Scope.of_bottle("bench"), "*", "tokens", 10**14, period="day"))
+    checkpoints = ledger.checkpoint_in_background()  # as the meter runs it (meter/addon.py: running)
     timed = Timed(ledger)
     meter = Meter(timed)  # type: ignore[arg-type]  # the ledger, timed
     for turn in window:  # the first pass: the meter learns the conversation
@@ -122,6 +127,8 @@ def run(size: int, agent: str, passes: int, workdir: Path) -> dict[str, Any]:
     timed.reserve_ms.clear()
     timed.commit_ms.clear()
     calls = [one_call(meter, agent, turn) for _ in range(passes) for turn in window]
+    if checkpoints is not None:
+        checkpoints.stop()
     ledger.close()
     return {
         "body_bytes_p50": round(statistics.median(len(t.body) for t in window)),

@@ -28,17 +28,18 @@ from urllib.parse import urlsplit
 from mitmproxy import http, tcp
 
 from bbnet import metrics, providers
+from bbnet.checkpoint import Checkpointer
 from bbnet.egress import Policy
-from bbnet.ledger import Ledger, LedgerError, LedgerUnreachable
-from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveResult, UsageRecord
+from bbnet.ledger import Ledger, LedgerError
+from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveRequest, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
 from meter import egress, errors, estimate, gate, request, shape
 from meter.attribution import AGENT_HEADER, Directory
-from meter.journal import Journal, Pending
 from meter.prefix import PrefixMemory, Recall
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
+from meter.writes import LedgerWrites
 from meter.ws import Endpoint
 from meter.ws_addon import SocketMeter
 
@@ -125,13 +126,16 @@ class Meter:
         self.memory = PrefixMemory()  # each agent's recent calls and their real input counts
         self._live: dict[str, http.HTTPFlow] = {}  # calls holding a reservation, by key
         self._renewer: asyncio.Task[None] | None = None
-        self.journal: Journal[Call] = Journal()  # writes waiting for an unreachable ledger
+        # commits and releases, a transaction per turn of the loop; and those waiting for the ledger
+        self.writes: LedgerWrites[Call] | None = LedgerWrites(ledger, self._committed) if ledger else None
         self._replayer: asyncio.Task[None] | None = None
+        self._checkpoints: Checkpointer | None = None
 
     def running(self) -> None:
-        if self.ledger is not None and self._renewer is None:
+        if self.ledger is not None and self.writes is not None and self._renewer is None:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(self.ledger))
-            self._replayer = asyncio.get_running_loop().create_task(self._replay_journal(self.ledger))
+            self._replayer = asyncio.get_running_loop().create_task(self._replay_journal(self.writes))
+            self._checkpoints = self.ledger.checkpoint_in_background()
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
         if self.ledger is None:  # WARNING: an ERROR logged during startup makes mitmproxy exit
@@ -143,9 +147,14 @@ class Meter:
             if task is not None:
                 task.cancel()
         self._renewer = self._replayer = None
-        if self.journal:
-            log.error("stopping with %d ledger writes unwritten: their leases expire and are billed as lost",
-                      len(self.journal))  # fmt: skip
+        if self.writes is not None:
+            self.writes.flush()
+            if self.writes.journal:
+                log.error("stopping with %d ledger writes unwritten: their leases expire and are billed as lost",
+                          len(self.writes.journal))  # fmt: skip
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
+            self._checkpoints = None
 
     async def _renew_leases(self, ledger: Ledger) -> None:
         """Keep the leases of the calls in flight from running out, however long a call takes: only a
@@ -276,7 +285,7 @@ class Meter:
         )
         key = flow.id
         try:
-            result = self.ledger.reserve(gate.reserve_request(
+            result = self.reserve(gate.reserve_request(
                 plan, key, bottle.name, agent, rates(plan.provider, plan.model, plan.input_tokens),
                 self.lease_seconds))  # fmt: skip
         except LedgerError as e:
@@ -297,6 +306,12 @@ class Meter:
                                    shape=read.shape if read else None, recalled=recall,
                                    doc=None if read else doc)  # fmt: skip
         self._live[key] = flow
+
+    def reserve(self, req: ReserveRequest) -> ReserveResult:
+        """Hold the call's projected spend, in one transaction with the commits and releases queued."""
+        if self.writes is None:
+            raise LedgerError(self.ledger_problem)
+        return self.writes.reserve(req)
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
         if self.fail_open:
@@ -398,12 +413,12 @@ class Meter:
         return Call(key, bottle, agent, ep.match, plan, body, ep.host, ep.path, time.monotonic(), reservation,
                     degraded, socket=True)  # fmt: skip
 
-    # -- finishing a call: decided in the hook, written to the ledger once the answer has left ----
+    # -- finishing a call: decided in the hook, written once the answer has left (meter/writes.py) --
 
     def _commit(self, call: Call, found: Usage | None, status: int | None) -> None:
         call.finished = True
         self._live.pop(call.key, None)
-        if self.ledger is None or call.reservation is None:
+        if self.writes is None or call.reservation is None:
             return
         usage = found or estimate.fallback_usage(call.match.family, call.request_body, call.plan.model)
         record = UsageRecord(
@@ -414,98 +429,36 @@ class Meter:
             estimated=found is None, stream=call.tap is not None or call.socket, status=status,
             latency_ms=round((time.monotonic() - call.started) * 1000, 3),
         )  # fmt: skip
-        _after_answer(self._write_commit, self.ledger, call, record)
+        if (
+            found is not None and not call.socket
+        ):  # learnt now: the agent's next turn may come before the write
+            body = call.request_body  # its input count includes the cache's
+            known = call.shape or (
+                shape.of(body, call.match.family, call.doc) if call.plan.readable else None
+            )
+            self.memory.learn(call.bottle, call.agent, body, record.input_tokens, known, call.recalled)
+        self.writes.commit(call.key, call, record)
 
     def _release(self, call: Call, why: str) -> None:
         call.finished = True
         self._live.pop(call.key, None)
-        if self.ledger is None or call.reservation is None:
+        if self.writes is None or call.reservation is None:
             return
-        _after_answer(self._write_release, self.ledger, call, why)
-
-    def _write_commit(self, ledger: Ledger, call: Call, record: UsageRecord) -> None:
-        try:
-            result = ledger.commit(call.key, record)
-        except LedgerUnreachable as e:
-            self._keep(Pending(call.key, call, record), e)
-            return
-        except LedgerError as e:
-            log.error(
-                "commit failed for %s (bottle %s): %s; releasing",
-                call.key,
-                call.bottle,
-                errors.redact(str(e)),
-            )
-            self._write_release(ledger, call, "commit failed")
-            return
-        self._committed(call, record, result)
+        self.writes.release(call.key, call, why)
 
     def _committed(self, call: Call, record: UsageRecord, result: CommitResult) -> None:
         log.info("commit bottle=%s agent=%s provider=%s model=%s in=%d out=%d estimated=%s exhausted=%s",
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
-        if result.recorded and not record.estimated and not call.socket:
-            body = call.request_body  # its input count includes the cache's
-            found = call.shape or (
-                shape.of(body, call.match.family, call.doc) if call.plan.readable else None
-            )
-            self.memory.learn(call.bottle, call.agent, body, record.input_tokens, found, call.recalled)
         if self.on_commit is not None:
             self.on_commit(call.bottle, result)
 
-    def _write_release(self, ledger: Ledger, call: Call, why: str) -> None:
-        try:
-            ledger.release(call.key)
-        except LedgerUnreachable as e:
-            self._keep(Pending(call.key, call, None), e)
-            return
-        except LedgerError as e:
-            log.error(
-                "release failed for %s: %s (the lease expires on its own)", call.key, errors.redact(str(e))
-            )
-            return
-        log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
-
-    # -- the ledger unreachable mid-call: its writes wait in the journal (meter/journal.py) ------
-
-    def _keep(self, item: Pending[Call], e: LedgerError) -> None:
-        what = "commit" if item.record is not None else "release"
-        log.warning("%s of %s (bottle %s) waits for the ledger: %s", what, item.key, item.call.bottle,
-                    errors.redact(str(e)))  # fmt: skip
-        dropped = self.journal.add(item)
-        if dropped is not None:
-            log.error("ledger journal full (%d): dropped the %s of %s; its lease expires and is billed as lost",
-                      self.journal.limit, "commit" if dropped.record else "release", dropped.key)  # fmt: skip
-
-    async def _replay_journal(self, ledger: Ledger) -> None:
+    @staticmethod
+    async def _replay_journal(writes: LedgerWrites[Call]) -> None:
         """Write what waits in the journal, in order, once the ledger answers again."""
         while True:
             await asyncio.sleep(JOURNAL_RETRY_S)
-            self.replay(ledger)
-
-    def replay(self, ledger: Ledger) -> int:
-        """Write the journal's entries until the ledger fails again; how many were written."""
-        written = 0
-        while (item := self.journal.first()) is not None:
-            try:
-                if item.record is None:
-                    ledger.release(item.key)
-                else:
-                    result = ledger.commit(item.key, item.record)
-            except LedgerUnreachable:
-                break
-            except LedgerError as e:  # the ledger answers and refuses it: retrying will not help
-                log.error("journalled write of %s failed: %s", item.key, errors.redact(str(e)))
-            else:
-                if item.record is not None:
-                    self._committed(item.call, item.record, result)
-                else:
-                    log.info("release bottle=%s key=%s: replayed", item.call.bottle, item.key)
-            self.journal.done()
-            written += 1
-        if written:
-            log.info("ledger back: %d journalled writes replayed, %d waiting", written, len(self.journal))
-        return written
+            writes.replay()
 
 
 def _read_from(recall: Recall | None, body: bytes) -> shape.Read | None:

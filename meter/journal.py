@@ -26,6 +26,7 @@ class Pending[C]:
     key: str
     call: C  # what the meter needs when the write lands
     record: UsageRecord | None  # the usage to commit; None: release the hold
+    why: str = ""  # a release's reason, for its log line
 
 
 class Journal[C]:

@@ -177,7 +177,7 @@ class SocketMeter:
         sock.created += 1
         key = f"{flow.id}:{sock.created}"
         rate = rates(sock.endpoint.match.price_provider, plan.model, plan.input_tokens)
-        return key, meter.ledger.reserve(
+        return key, meter.reserve(
             gate.reserve_request(plan, key, sock.bottle, sock.agent, rate, meter.lease_seconds)
         )
 
