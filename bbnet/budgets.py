@@ -61,13 +61,6 @@ def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
     )
 
 
-class _Refused(Exception):
-    """A batch's only write refused: its transaction is rolled back, its error returned."""
-
-    def __init__(self, error: LedgerError) -> None:
-        self.error = error
-
-
 def _check_usage(usage: UsageRecord) -> None:
     for field in (
         "input_tokens",
@@ -322,16 +315,8 @@ class BudgetOps(Store):
         The transaction itself failing (the ledger unreachable, the disk full) raises, and nothing
         of the batch is written."""
         now = time.time()
-        try:
-            with self._tx() as c:
-                if len(writes) != 1:
-                    return [self._write_one(c, w, now) for w in writes]
-                try:  # alone, its transaction is its savepoint
-                    return [self._apply(c, writes[0], now)]
-                except LedgerError as e:
-                    raise _Refused(e) from None
-        except _Refused as refused:
-            return [refused.error]
+        with self._tx() as c:
+            return [self._write_one(c, w, now) for w in writes]
 
     def _write_one(self, c: Conn, write: Write, now: float) -> Written:
         c.execute("SAVEPOINT one_write")

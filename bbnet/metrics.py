@@ -5,8 +5,8 @@ things happen; each is a no-op until :func:`enable` (``bbnet serve`` with ``metr
 a counter increment when on (a few µs: bench/metrics_bench.py). Usage, reservations and ledger
 latency are not hooked in the meter at all: :func:`instrument` wraps a ledger's reserve, commit,
 release, renew, sweep and write_batch (group commit) calls, so whatever backend stands behind the
-repository API is timed and counted the same way. Pools and reservations in flight are read from the ledger when ``/metrics``
-is scraped (:class:`LedgerGauges`).
+repository API is timed and counted the same way. Pools and reservations in flight are read from
+the ledger when ``/metrics`` is scraped (:class:`LedgerGauges`).
 
 Label values are bounded: providers come from the catalogue, bottles are validated names of
 bottles that exist, codes and policies are fixed sets, thresholds come from the settings file. No

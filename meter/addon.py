@@ -39,7 +39,7 @@ from meter.attribution import AGENT_HEADER, Directory
 from meter.prefix import PrefixMemory, Recall
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
-from meter.writes import LedgerWrites
+from meter.writes import LedgerWrites, after_answer
 from meter.ws import Endpoint
 from meter.ws_addon import SocketMeter
 
@@ -132,10 +132,11 @@ class Meter:
         self._checkpoints: Checkpointer | None = None
 
     def running(self) -> None:
-        if self.ledger is not None and self.writes is not None and self._renewer is None:
-            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(self.ledger))
+        if self.writes is not None and self._renewer is None:  # a ledger to write to
+            ledger = self.writes.ledger
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(ledger))
             self._replayer = asyncio.get_running_loop().create_task(self._replay_journal(self.writes))
-            self._checkpoints = self.ledger.checkpoint_in_background()
+            self._checkpoints = ledger.checkpoint_in_background()
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
         if self.ledger is None:  # WARNING: an ERROR logged during startup makes mitmproxy exit
@@ -238,7 +239,7 @@ class Meter:
         metrics.refusal(code)
         log.info("refused bottle=%s host=%s code=%s %s", bottle or "-", host, code, errors.redact(what))
         if self.ledger is not None:
-            _after_answer(self._write_refusal, self.ledger, bottle, host, code, what)
+            after_answer(self._write_refusal, self.ledger, bottle, host, code, what)
 
     @staticmethod
     def _write_refusal(ledger: Ledger, bottle: str, host: str, code: str, what: str) -> None:
@@ -429,9 +430,8 @@ class Meter:
             estimated=found is None, stream=call.tap is not None or call.socket, status=status,
             latency_ms=round((time.monotonic() - call.started) * 1000, 3),
         )  # fmt: skip
-        if (
-            found is not None and not call.socket
-        ):  # learnt now: the agent's next turn may come before the write
+        # learnt now, not once written: the agent's next turn may come before the write
+        if found is not None and not call.socket:
             body = call.request_body  # its input count includes the cache's
             known = call.shape or (
                 shape.of(body, call.match.family, call.doc) if call.plan.readable else None
@@ -474,15 +474,3 @@ def _output_seen(flow: http.HTTPFlow) -> int:
     call = flow.metadata.get(META)
     usage = call.tap.result().usage if isinstance(call, Call) and call.tap is not None else None
     return usage.output_tokens if usage is not None else 0
-
-
-def _after_answer(write: Callable[..., None], *args: object) -> None:
-    """Run a ledger write just after the current hook: mitmproxy sends a non-streamed answer as soon
-    as the ``response`` hook returns, without yielding to the event loop first, so the client is
-    not kept waiting for the commit (~0.4 ms per call here, see bench/meter_bench.py)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # hooks called outside mitmproxy's event loop (scripts): write now
-        write(*args)
-        return
-    loop.call_soon(write, *args)

@@ -71,15 +71,9 @@ class LedgerWrites[C: Owned]:
 
     def _add(self, item: Pending[C]) -> None:
         self._queue.append(item)
-        if self._flush_due:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # hooks called outside mitmproxy's event loop (scripts): write now
-            self.flush()
-            return
-        self._flush_due = True  # mitmproxy sends a non-streamed answer as soon as its hook returns,
-        loop.call_soon(self.flush)  # without yielding first: the client is not kept waiting for this
+        if not self._flush_due:
+            self._flush_due = True
+            after_answer(self.flush)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -188,3 +182,15 @@ class LedgerWrites[C: Owned]:
         if written:
             log.info("ledger back: %d journalled writes replayed, %d waiting", written, len(self.journal))
         return written
+
+
+def after_answer(write: Callable[..., None], *args: object) -> None:
+    """Run a ledger write just after the current hook: mitmproxy sends a non-streamed answer as soon
+    as the ``response`` hook returns, without yielding to the event loop first, so the client is
+    not kept waiting for the write. Outside an event loop (hooks called by scripts) it runs now."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        write(*args)
+        return
+    loop.call_soon(write, *args)
