@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from bbnet import plans
 from bbnet import pools as arith
 from bbnet.model import (
     MICROS_PER_USD,
@@ -37,7 +39,8 @@ from bbnet.store import Conn, LedgerError, Store, pool_from_row
 _POOL_COLUMNS = (
     "p.id, b.scope, b.provider, b.unit, b.period, p.period_start, CASE WHEN p.slice_limit IS NOT NULL"
     " AND p.slice_limit < b.limit_amount THEN p.slice_limit ELSE b.limit_amount END AS limit_amount,"
-    " p.used, p.reserved, p.slice_limit IS NOT NULL AND p.slice_open = 1 AS slice_open"
+    " p.used, p.reserved, p.slice_limit IS NOT NULL AND p.slice_open = 1 AS slice_open,"
+    " b.limit_amount AS budget_limit"
 )
 
 
@@ -147,8 +150,7 @@ class BudgetOps(Store):
     ) -> list[PoolView]:
         now = time.time() if now is None else now
         with self._tx() as c:
-            chain = self._chain(c, bottle)
-            return [pool_from_row(r) for r in self._path_pool_rows(c, chain, agent, provider, now)]
+            return [pool for _, pool in self._on_path(c, bottle, agent, provider, now)]
 
     # -- pool plumbing -----------------------------------------------------------------------
 
@@ -231,11 +233,66 @@ class BudgetOps(Store):
         order = {s: i for i, s in enumerate(scopes)}
         return sorted(rows, key=lambda r: (order[r["scope"]], r["provider"] == "*", r["unit"]))
 
+    def _on_path(
+        self, c: Conn, bottle: str, agent: str | None, provider: str, now: float
+    ) -> list[tuple[int, PoolView]]:
+        """The call's path: (pool id, pool) of every budget on it, root first. From the path's
+        plan and its pools' counters when the plan stands (two statements fewer per level, no join),
+        else found in full and planned."""
+        key = (bottle, agent, provider)
+        plan = self.plans.get(key, now)
+        if plan is not None:
+            pools = plans.views(plan, self._counters(c, plan.ids))
+            if pools is not None:
+                return pools
+        rows = self._path_pool_rows(c, self._chain(c, bottle), agent, provider, now)
+        found = [
+            plans.PlannedPool(
+                r["id"],
+                r["scope"],
+                r["provider"],
+                r["unit"],
+                r["period"],
+                r["period_start"],
+                r["budget_limit"],
+            )
+            for r in rows
+        ]
+        self.plans.put(key, plans.plan(found))
+        return [(r["id"], pool_from_row(r)) for r in rows]
+
+    @staticmethod
+    def _counters(c: Conn, ids: Sequence[int]) -> dict[int, plans.Counters]:
+        if not ids:
+            return {}
+        rows = c.execute(
+            "SELECT id, used, reserved, slice_limit, slice_open FROM pools"
+            f" WHERE id IN ({','.join('?' * len(ids))})",
+            ids,
+        ).fetchall()
+        return {r[0]: plans.Counters(r[1], r[2], r[3], bool(r[4])) for r in rows}
+
+    @staticmethod
+    def _move(c: Conn, used: Mapping[int, int], reserved: Mapping[int, int]) -> None:
+        """Add ``used`` and ``reserved`` (pool id -> amount, negative to take) to the pools' counters,
+        in one statement."""
+        sets: list[str] = []
+        args: list[int] = []
+        for column, amounts in (("used", used), ("reserved", reserved)):
+            if any(amounts.values()):
+                sets.append(f"{column} = {column} + CASE id{' WHEN ? THEN ?' * len(amounts)} ELSE 0 END")
+                args.extend(x for pair in amounts.items() for x in pair)
+        if sets:
+            ids = sorted(set(used) | set(reserved))
+            c.execute(
+                f"UPDATE pools SET {', '.join(sets)} WHERE id IN ({','.join('?' * len(ids))})", (*args, *ids)
+            )
+
     # -- the gate ----------------------------------------------------------------------------
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         """Check every pool on the call's path and hold the projected amounts in all, or none."""
-        with self._tx() as c:
+        with self._tx(hot=True) as c:
             return self._reserve(c, req, time.time())
 
     def _reserve(self, c: Conn, req: ReserveRequest, now: float) -> ReserveResult:
@@ -255,9 +312,8 @@ class BudgetOps(Store):
                 held["usd_micros"],
                 held["tokens"] - req.input_tokens,
             )
-        chain = self._chain(c, req.bottle)
-        rows = self._path_pool_rows(c, chain, req.agent, req.provider, now)
-        decision = arith.decide(req, [pool_from_row(r) for r in rows])
+        path = self._on_path(c, req.bottle, req.agent, req.provider, now)
+        decision = arith.decide(req, [pool for _, pool in path])
         if decision.outcome is Outcome.DENY:
             return ReserveResult(
                 Outcome.DENY,
@@ -267,11 +323,11 @@ class BudgetOps(Store):
                 needed=decision.needed,
             )
         holds: list[tuple[int, int]] = []
-        for r in rows:
-            amount = decision.tokens if r["unit"] == "tokens" else decision.usd_micros
+        for pool_id, pool in path:
+            amount = decision.tokens if pool.unit == "tokens" else decision.usd_micros
             if amount:
-                holds.append((r["id"], amount))
-                c.execute("UPDATE pools SET reserved = reserved + ? WHERE id = ?", (amount, r["id"]))
+                holds.append((pool_id, amount))
+        self._move(c, {}, dict(holds))
         c.execute(
             "INSERT INTO reservations (key, bottle, agent, provider, model, tokens, usd_micros, pools,"
             " created_at, expires_at, input_tokens, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -302,7 +358,7 @@ class BudgetOps(Store):
     def commit(self, key: str, usage: UsageRecord) -> CommitResult:
         """Record exactly one usage row for ``key`` and move its hold to used, in one transaction."""
         _check_usage(usage)
-        with self._tx() as c:
+        with self._tx(hot=True) as c:
             return self._record(c, key, usage)
 
     def write_batch(self, writes: Sequence[Write]) -> list[Written]:
@@ -315,7 +371,7 @@ class BudgetOps(Store):
         The transaction itself failing (the ledger unreachable, the disk full) raises, and nothing
         of the batch is written."""
         now = time.time()
-        with self._tx() as c:
+        with self._tx(hot=True) as c:
             return [self._write_one(c, w, now) for w in writes]
 
     def _write_one(self, c: Conn, write: Write, now: float) -> Written:
@@ -349,22 +405,16 @@ class BudgetOps(Store):
         if found["committed"]:
             return CommitResult(False, key, cost)
         holds: dict[int, int] = dict(json.loads(found["pools"])) if found["pools"] else {}
-        chain = self._chain(c, usage.bottle)
+        used: dict[int, int] = {}
         exhausted: list[PoolView] = []
-        for r in self._path_pool_rows(c, chain, usage.agent, usage.provider, ts):
-            amount = usage.tokens if r["unit"] == "tokens" else (micros or 0)
-            held = holds.pop(r["id"], 0)
-            if amount or held:  # the hold moves to used in the same statement
-                c.execute(
-                    "UPDATE pools SET used = used + ?, reserved = reserved - ? WHERE id = ?",
-                    (amount, held, r["id"]),
-                )
-            pool = pool_from_row(r)
-            pool = PoolView(**{**pool.__dict__, "used": pool.used + amount, "reserved": pool.reserved - held})
-            if pool.exhausted:
-                exhausted.append(pool)
-        for pool_id, held in holds.items():  # held in a pool no longer on the path (a new period)
-            c.execute("UPDATE pools SET reserved = reserved - ? WHERE id = ?", (held, pool_id))
+        for pool_id, pool in self._on_path(c, usage.bottle, usage.agent, usage.provider, ts):
+            used[pool_id] = amount = usage.tokens if pool.unit == "tokens" else (micros or 0)
+            after = replace(pool, used=pool.used + amount, reserved=pool.reserved - holds.get(pool_id, 0))
+            if after.exhausted:
+                exhausted.append(after)
+        # the hold moves to used in the same statement; one held in a pool no longer on the path
+        # (a new period) is freed there
+        self._move(c, used, {pool_id: -held for pool_id, held in holds.items()})
         if found["pools"] is not None:
             c.execute("DELETE FROM reservations WHERE key = ?", (key,))
         c.execute(
@@ -401,14 +451,14 @@ class BudgetOps(Store):
 
     def release(self, key: str) -> bool:
         """Return a reservation's held amounts to its pools; False if there was none."""
-        with self._tx() as c:
+        with self._tx(hot=True) as c:
             return self._drop_hold(c, key)
 
     def renew(self, seen: Mapping[str, int], lease_seconds: float, now: float | None = None) -> int:
         """Extend the leases of calls still in flight to ``lease_seconds`` from now, noting the output
         each call's stream has shown so far (``seen``: key -> output tokens); how many were held."""
         until = (time.time() if now is None else now) + lease_seconds
-        with self._tx() as c:
+        with self._tx(hot=True) as c:
             return sum(
                 c.execute(
                     "UPDATE reservations SET expires_at = ?, output_seen = CASE WHEN output_seen > ? THEN output_seen"
@@ -435,13 +485,11 @@ class BudgetOps(Store):
     def reservations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._read("SELECT * FROM reservations ORDER BY created_at")]
 
-    @staticmethod
-    def _drop_hold(c: Conn, key: str) -> bool:
+    def _drop_hold(self, c: Conn, key: str) -> bool:
         row = c.execute("SELECT pools FROM reservations WHERE key = ?", (key,)).fetchone()
         if row is None:
             return False
-        for pool_id, amount in json.loads(row["pools"]):
-            c.execute("UPDATE pools SET reserved = reserved - ? WHERE id = ?", (amount, pool_id))
+        self._move(c, {}, {pool_id: -amount for pool_id, amount in json.loads(row["pools"])})
         c.execute("DELETE FROM reservations WHERE key = ?", (key,))
         return True
 

@@ -38,6 +38,7 @@ from bbnet.model import (
     PoolView,
 )
 from bbnet.names import node_name
+from bbnet.plans import Plans
 from bbnet.schema import MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 10_000
@@ -121,6 +122,7 @@ class Store:
         self._conn = conn
         self._ready = ready  # migrated; False: a lazy PostgreSQL open that has not reached the server yet
         self._lock = threading.RLock()
+        self.plans = Plans()  # the paths' pools, between the meter's calls (bbnet/plans.py)
         self._path = path  # the SQLite file; None on PostgreSQL
         self.url = url  # the PostgreSQL URL (with its password: never print it); None on SQLite
         self.dialect = POSTGRES if url is not None else SQLITE
@@ -246,34 +248,53 @@ class Store:
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[Conn]:
+    def _tx(self, hot: bool = False) -> Iterator[Conn]:
         """One write transaction: SQLite's ``BEGIN IMMEDIATE`` (retried while another writer holds
-        the lock), or PostgreSQL's transaction under the ledger's advisory write lock."""
+        the lock), or PostgreSQL's transaction under the ledger's advisory write lock.
+
+        ``hot``: the meter's reserves, commits, releases and renewals, which change no budget,
+        bottle or pool but their counters, so the paths' plans (:mod:`bbnet.plans`) stand if no
+        other connection has committed since they were made. Any other write, and any rollback,
+        forgets them."""
         with self._lock:
-            if self.dialect == POSTGRES:
-                self._ensure_ready()
-                with self._unreachable_as_error(), self._conn.transaction() as c:
-                    yield c
-                return
-            deadline = time.monotonic() + _RETRY_SECONDS
-            while True:
-                try:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) and "busy" not in str(e):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise LedgerError(
-                            f"ledger {self.path} stayed locked for {_RETRY_SECONDS:.0f}s"
-                        ) from None
-                    time.sleep(0.005)
+            if not hot:
+                self.plans.forget()
             try:
-                yield self._conn
+                with self._begin(hot) as c:
+                    yield c
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self.plans.forget()
                 raise
-            self._conn.execute("COMMIT")
+            if not hot:
+                self.plans.forget()
+
+    @contextmanager
+    def _begin(self, hot: bool) -> Iterator[Conn]:
+        if self.dialect == POSTGRES:
+            self._ensure_ready()
+            self.plans.forget()  # its snapshot digest moves with this connection's own writes
+            with self._unreachable_as_error(), self._conn.transaction() as c:
+                yield c
+            return
+        deadline = time.monotonic() + _RETRY_SECONDS
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise LedgerError(f"ledger {self.path} stayed locked for {_RETRY_SECONDS:.0f}s") from None
+                time.sleep(0.005)
+        try:
+            if hot:  # read under the write lock: every commit before it shows
+                self.plans.check(int(self._conn.execute("PRAGMA data_version").fetchone()[0]))
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     @contextmanager
     def _unreachable_as_error(self) -> Iterator[None]:
