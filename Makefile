@@ -35,9 +35,11 @@ system:
 $(UV):
 	"$$(scripts/find-python.sh)" -m pip install -q --disable-pip-version-check --root-user-action=ignore --target $(UV_DIR) uv==$(UV_VERSION)
 
+# bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (it is on these machines) every
+# process would compile its imports again (bbnet --help: 1.25 s without, 0.9 s with)
 $(STAMP): requirements.lock pyproject.toml scripts/find-python.sh | $(UV)
 	@test -x $(PY) || $(UV) venv -q --python "$$(scripts/find-python.sh)" $(VENV)
-	$(UV) pip sync -q --python $(PY) --require-hashes requirements.lock
+	$(UV) pip sync -q --python $(PY) --require-hashes --compile-bytecode requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -21,6 +21,15 @@ def price_provider(provider: str) -> str:
     return _PRICE_PROVIDER.get(provider, provider)
 
 
+def load() -> None:
+    """Import genai-prices and load its table now (~0.4 s here, once per process). The meter does
+    it as it starts: its first call would otherwise wait for it on the event loop, and every flow
+    with it."""
+    from genai_prices import data_snapshot
+
+    data_snapshot.get_snapshot()
+
+
 @lru_cache(maxsize=4096)
 def _model_price(provider: str, model: str) -> tuple[Any, Any] | None:
     """genai-prices' (provider, model) entry; looked up once per pair (the lookup dominates cost)."""

@@ -27,13 +27,12 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http, tcp
 
-from bbnet import metrics, providers
+from bbnet import metrics, prices, providers
 from bbnet.checkpoint import Checkpointer
 from bbnet.egress import Policy
 from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveRequest, ReserveResult, UsageRecord
 from bbnet.names import AGENT_NAME_RE
-from bbnet.prices import rates
 from meter import egress, errors, estimate, gate, request, shape
 from meter.attribution import AGENT_HEADER, Directory
 from meter.prefix import PrefixMemory, Recall
@@ -132,6 +131,7 @@ class Meter:
         self._checkpoints: Checkpointer | None = None
 
     def running(self) -> None:
+        prices.load()  # before the first call, not on it
         if self.writes is not None and self._renewer is None:  # a ledger to write to
             ledger = self.writes.ledger
             self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(ledger))
@@ -287,7 +287,7 @@ class Meter:
         key = flow.id
         try:
             result = self.reserve(gate.reserve_request(
-                plan, key, bottle.name, agent, rates(plan.provider, plan.model, plan.input_tokens),
+                plan, key, bottle.name, agent, prices.rates(plan.provider, plan.model, plan.input_tokens),
                 self.lease_seconds))  # fmt: skip
         except LedgerError as e:
             self._unavailable(flow, match, str(e))
