@@ -1,9 +1,9 @@
 """The ledger: one SQLite file (WAL) or one PostgreSQL database, behind a small repository API.
 
 No SQL lives outside the ledger modules (:mod:`bbnet.store`, :mod:`bbnet.budgets`,
-:mod:`bbnet.audit`, :mod:`bbnet.egress_ops`, this one). Every read-modify-write of budget state is one ``BEGIN IMMEDIATE``
-transaction (PostgreSQL: one transaction under an advisory write lock), so pools stay exact
-under concurrent writers.
+:mod:`bbnet.pool_ops`, :mod:`bbnet.audit`, :mod:`bbnet.egress_ops`, this one). Every
+read-modify-write of budget state is one ``BEGIN IMMEDIATE`` transaction (PostgreSQL: one
+transaction under an advisory write lock), so pools stay exact under concurrent writers.
 """
 
 from __future__ import annotations

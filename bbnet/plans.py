@@ -10,7 +10,7 @@ only when a budget, a bottle or a period does. A :class:`Plan` is that answer wi
 A plan is valid until another connection commits anything (SQLite's ``PRAGMA data_version``, read
 inside the write transaction, after its lock is taken), until this connection writes anything but
 the hot path's reserves, commits and releases (a budget set, a bottle added), or until its window
-ends. Pure: no SQL here; :mod:`bbnet.budgets` reads and writes.
+ends. Pure: no SQL here; :mod:`bbnet.pool_ops` reads and writes.
 """
 
 from __future__ import annotations

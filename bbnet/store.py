@@ -2,8 +2,8 @@
 
 The ledger is a SQLite file (0600, WAL) or, when its location is a ``postgresql://`` URL, a
 PostgreSQL database (psycopg 3, through the adapter in :mod:`bbnet.pg`). The repository API is
-split by concern (:mod:`bbnet.budgets`, :mod:`bbnet.audit`, :mod:`bbnet.ledger`,
-:mod:`bbnet.egress_ops`) and written once; every write goes through :meth:`Store._tx`:
+split by concern (:mod:`bbnet.budgets`, :mod:`bbnet.pool_ops`, :mod:`bbnet.audit`,
+:mod:`bbnet.ledger`, :mod:`bbnet.egress_ops`) and written once; every write goes through :meth:`Store._tx`:
 
 * SQLite: one ``BEGIN IMMEDIATE`` transaction, retried while another writer holds the lock;
 * PostgreSQL: one transaction whose first statement takes a transaction-scoped advisory lock
