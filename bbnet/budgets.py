@@ -232,6 +232,7 @@ class BudgetOps(PoolOps):
             out: Written = self._apply(c, write, now)
         except LedgerError as e:
             c.execute("ROLLBACK TO one_write")
+            self.plans.forget()  # one may name a pool the rollback took back
             out = e
         c.execute("RELEASE one_write")
         return out

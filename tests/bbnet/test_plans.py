@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bbnet import plans
-from bbnet.ledger import Ledger
+from bbnet.ledger import Ledger, LedgerError
 from bbnet.model import Bottle, Budget, Commit, CommitResult, Outcome, PoolView, ReserveRequest, UsageRecord
 from bbnet.names import Scope
 from bbnet.pools import period_start
@@ -170,3 +170,11 @@ def test_plans_are_kept_only_under_the_version_they_were_made_in() -> None:
     assert kept.get(("a", None, "openai"), 0.0) is not None
     kept.check(8)
     assert kept.get(("a", None, "openai"), 0.0) is None
+
+
+def test_a_write_rolled_back_in_a_batch_forgets_the_plans(tmp_path: Path) -> None:
+    with _with_budgets(Ledger.open(tmp_path / "ledger.db")) as led:
+        led.reserve(_req("k1"))
+        [refused] = led.write_batch([ReserveRequest("k2", "nobody", "agent1", "anthropic", MODEL, 1, 1)])
+        assert isinstance(refused, LedgerError)
+        assert led.plans.get(("a", "agent1", "anthropic"), time.time()) is None
