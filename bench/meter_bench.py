@@ -105,8 +105,11 @@ def wait_listening(process: subprocess.Popen[bytes], port: int, what: str, timeo
 
 
 @contextlib.contextmanager
-def processes(workdir: Path, chunk_delay_ms: int, profile: Path | None) -> Iterator[dict[str, int]]:
-    """Simulator, bare proxy and metered proxy, listening; all stopped on exit. Yields their ports."""
+def processes(
+    workdir: Path, chunk_delay_ms: int, profile: Path | None, pids: dict[str, int] | None = None
+) -> Iterator[dict[str, int]]:
+    """Simulator, bare proxy and metered proxy, listening; all stopped on exit. Yields their ports
+    (and fills ``pids``, when given, with their process ids: bench/cpu_bench.py reads their CPU)."""
     ports = {"sim": free_port(), "bare": free_port(), "addon": free_port()}
     db = workdir / "ledger.db"
     with Ledger.open(db) as ledger:
@@ -134,6 +137,8 @@ def processes(workdir: Path, chunk_delay_ms: int, profile: Path | None) -> Itera
     try:
         for process, name in zip(started, ("sim", "bare", "addon"), strict=True):
             wait_listening(process, ports[name], name)
+            if pids is not None:
+                pids[name] = process.pid
         yield ports
     finally:
         for process in started:
