@@ -18,9 +18,11 @@ not in this corpus (the rule cannot price them); the recordings cover them.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,3 +149,13 @@ def conversation(agent: str, seed: int = 0) -> list[Turn]:
 def corpus(seeds: int = 3) -> dict[str, list[list[Turn]]]:
     """Every agent's conversations, ``seeds`` of each."""
     return {agent: [conversation(agent, s) for s in range(seeds)] for agent in CORPUS}
+
+
+def parse_sizes(parser: argparse.ArgumentParser, text: str, known: Iterable[str]) -> list[str]:
+    """A bench's ``--sizes``: comma-separated body sizes, each one of ``known``; anything else is the
+    parser's one-line error (and exit 2)."""
+    names = list(known)
+    sizes = [s.strip() for s in text.split(",") if s.strip()]
+    if not sizes or any(s not in names for s in sizes):
+        parser.error(f"--sizes: expected a comma-separated list of {','.join(names)}, got {text!r}")
+    return sizes

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_corpus
 import meter_bench as mb
 
 WARMUP_CALLS = 20  # connections set up, the meter's prefix memory taught: not counted
@@ -76,15 +77,14 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="small,50k", help="comma-separated, of " + ",".join(mb.SIZES))
     args = parser.parse_args()
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not sizes or any(s not in mb.SIZES for s in sizes):
-        parser.error(f"--sizes: expected a comma-separated list of {','.join(mb.SIZES)}, got {args.sizes!r}")
+    sizes = agent_corpus.parse_sizes(parser, args.sizes, mb.SIZES)
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
     work = mb.workloads(sizes)
     out: dict[str, object] = {"config": {"rounds": args.rounds, "calls": args.calls, "cpus": os.cpu_count()}}
     with tempfile.TemporaryDirectory(prefix="cpu-bench-") as tmp:
-        workdir, pids = Path(tmp), dict[str, int]()
+        workdir = Path(tmp)
+        pids: dict[str, int] = {}
         with mb.processes(workdir, 0, None, pids) as ports:
             ca = workdir / "confdir" / "mitmproxy-ca-cert.pem"
             for w in work:

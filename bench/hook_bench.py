@@ -144,9 +144,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=10)
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, of " + ",".join(SIZES))
     args = parser.parse_args()
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not sizes or any(s not in SIZES for s in sizes):
-        parser.error(f"--sizes: expected a comma-separated list of {','.join(SIZES)}, got {args.sizes!r}")
+    sizes = agent_corpus.parse_sizes(parser, args.sizes, SIZES)
     with tempfile.TemporaryDirectory(prefix="hook-bench-") as tmp:
         out = {
             size: {agent: run(SIZES[size], agent, args.passes, Path(tmp)) for agent in agent_corpus.CORPUS}

@@ -445,9 +445,7 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.json_calls, args.sse_calls, args.throughput_seconds = 2, 60, 10, 1.0
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not sizes or any(s not in SIZES for s in sizes):
-        parser.error(f"--sizes: expected a comma-separated list of {','.join(SIZES)}, got {args.sizes!r}")
+    sizes = agent_corpus.parse_sizes(parser, args.sizes, SIZES)
     work = workloads(sizes)
     with tempfile.TemporaryDirectory(prefix="meter-bench-") as tmp:
         workdir = Path(tmp)
