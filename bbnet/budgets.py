@@ -23,6 +23,7 @@ from bbnet.model import (
     CommitResult,
     Outcome,
     PoolView,
+    Release,
     ReserveRequest,
     ReserveResult,
     UsageRecord,
@@ -56,7 +57,7 @@ def lost_usage(reservation: Mapping[str, Any]) -> UsageRecord:
     )
 
 
-def _check_usage(usage: UsageRecord) -> None:
+def check_usage(usage: UsageRecord) -> None:
     for field in (
         "input_tokens",
         "output_tokens",
@@ -209,7 +210,7 @@ class BudgetOps(PoolOps):
 
     def commit(self, key: str, usage: UsageRecord) -> CommitResult:
         """Record exactly one usage row for ``key`` and move its hold to used, in one transaction."""
-        _check_usage(usage)
+        check_usage(usage)
         with self._tx(hot=True) as c:
             return self._record(c, key, usage)
 
@@ -237,27 +238,38 @@ class BudgetOps(PoolOps):
         c.execute("RELEASE one_write")
         return out
 
-    def _apply(self, c: Conn, write: Write, now: float) -> ReserveResult | CommitResult | bool:
+    def _apply(self, c: Conn, write: Write, now: float) -> Written:
         if isinstance(write, ReserveRequest):
             return self._reserve(c, write, now)
         if isinstance(write, Commit):
-            _check_usage(write.usage)
+            check_usage(write.usage)
             return self._record(c, write.key, write.usage)
-        return self._drop_hold(c, write.key)
+        if isinstance(write, Release):
+            return self._drop_hold(c, write.key)
+        raise TypeError(f"{type(write).__name__} needs a ledger with stakes")  # bbnet.stakes.StakeOps
 
-    def _record(self, c: Conn, key: str, usage: UsageRecord) -> CommitResult:
-        """The commit inside an open transaction: insert the row, move the hold to used."""
+    def _record(
+        self, c: Conn, key: str, usage: UsageRecord, held: Mapping[int, int] | None = None
+    ) -> CommitResult:
+        """The commit inside an open transaction: insert the row, move the hold to used. The hold
+        is the call's reservation row's, or ``held`` (pool id -> amount) for a call without one
+        (admitted from a stake: the caller takes it out of the stake)."""
         cost = cost_usd(usage.provider, usage.model, usage)
         micros = None if cost is None else round(cost * MICROS_PER_USD)
         ts = time.time() if usage.ts is None else usage.ts
-        found = c.execute(
-            "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
-            " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
-            (key,),
-        ).fetchone()
-        if found["committed"]:
+        if held is None:
+            found = c.execute(
+                "SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?1) AS committed, r.pools"
+                " FROM (SELECT 1) AS one LEFT JOIN reservations r ON r.key = ?1",
+                (key,),
+            ).fetchone()
+            committed, row_holds = found["committed"], found["pools"]
+            holds: dict[int, int] = dict(json.loads(row_holds)) if row_holds else {}
+        else:
+            committed = c.execute("SELECT EXISTS (SELECT 1 FROM usage WHERE key = ?)", (key,)).fetchone()[0]
+            row_holds, holds = None, dict(held)
+        if committed:
             return CommitResult(False, key, cost)
-        holds: dict[int, int] = dict(json.loads(found["pools"])) if found["pools"] else {}
         used: dict[int, int] = {}
         exhausted: list[PoolView] = []
         for pool_id, pool in self._on_path(c, usage.bottle, usage.agent, usage.provider, ts):
@@ -268,7 +280,7 @@ class BudgetOps(PoolOps):
         # the hold moves to used in the same statement; one held in a pool no longer on the path
         # (a new period) is freed there
         self._move(c, used, {pool_id: -held for pool_id, held in holds.items()})
-        if found["pools"] is not None:
+        if row_holds is not None:
             c.execute("DELETE FROM reservations WHERE key = ?", (key,))
         c.execute(
             "INSERT INTO usage (key, ts, bottle, agent, provider, family, model, host, path, input_tokens,"

@@ -333,6 +333,7 @@ class FleetLedger(Ledger):
     """A host's ledger with fleet budgets: a call the slice cannot pay for leases more, then retries."""
 
     lease: LeaseManager | None = None
+    takes_stakes = False  # its global pools are fleet slices, topped up by reserve below
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         result = super().reserve(req)

@@ -18,12 +18,13 @@ from bbnet.fleet_ops import FleetOps
 from bbnet.model import POLICIES, Bottle
 from bbnet.names import bottle_name
 from bbnet.slices import SliceOps
+from bbnet.stakes import StakeOps
 from bbnet.store import DEFAULT_DB, LedgerError, LedgerUnreachable, bottle_from_row, default_path
 
 __all__ = ["DEFAULT_DB", "Ledger", "LedgerError", "LedgerUnreachable", "default_path"]
 
 
-class Ledger(SliceOps, FleetOps, AuditOps, EgressOps):
+class Ledger(StakeOps, SliceOps, FleetOps, AuditOps, EgressOps):
     """The repository API every plane uses."""
 
     # -- bottles -----------------------------------------------------------------------------

@@ -31,10 +31,12 @@ from prometheus_client.registry import Collector
 
 from bbnet.model import (
     MICROS_PER_USD,
+    Admission,
     Commit,
     CommitResult,
     ReserveRequest,
     ReserveResult,
+    StakeReserve,
     UsageRecord,
     Write,
     Written,
@@ -141,6 +143,8 @@ class Metrics:
         for write, result in zip(writes, results, strict=True):
             if isinstance(write, ReserveRequest) and isinstance(result, ReserveResult):
                 self.observe_reserve(write.provider, result)
+            elif isinstance(write, StakeReserve) and isinstance(result, Admission):
+                self.observe_reserve(write.req.provider, result.result)
             elif isinstance(write, Commit) and isinstance(result, CommitResult):
                 self.observe_commit(write.usage, result)
 
@@ -184,6 +188,12 @@ def disable() -> None:
 def deny(code: str, provider: str) -> None:
     if (m := _active) is not None:
         m.denies.labels(code, provider).inc()
+
+
+def admitted(provider: str, result: ReserveResult) -> None:
+    """A call the meter admitted from its stake, with no ledger write (meter/stake.py)."""
+    if (m := _active) is not None:
+        m.observe_reserve(provider, result)
 
 
 def refusal(code: str) -> None:

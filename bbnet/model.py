@@ -143,6 +143,33 @@ class Commit:
 
     key: str
     usage: UsageRecord
+    stake: str | None = (
+        None  # the meter's stake its hold came from (bbnet/stakes.py); None: a reservation row
+    )
+    holds: tuple[tuple[int, int], ...] = ()  # with a stake: (pool id, amount) the call holds in it
+
+
+@dataclass(frozen=True)
+class StakeReserve:
+    """A reserve against a meter's stake (bbnet/stakes.py): decided like ``Ledger.reserve`` with the
+    stake's unheld amounts (``free``, pool id -> amount, as the meter counts them) as room, the hold
+    taken from the stake, and the stake grown for the calls to come when the pools have room."""
+
+    req: ReserveRequest
+    stake: str
+    free: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A :class:`StakeReserve`'s answer."""
+
+    result: ReserveResult
+    holds: tuple[tuple[int, int], ...] | None  # the call's hold in the stake; None: it has a reservation row
+    free: tuple[tuple[int, int], ...]  # the stake's unheld amounts in the path's pools, after this
+    path: tuple[tuple[int, str], ...]  # the path's pools (id, unit), root first
+    until: float  # the path stands until then (its periods' end), and while ``stamp`` does
+    stamp: tuple[int, int] | None  # the ledger's data_version and plan generation then; None: never reuse
 
 
 @dataclass(frozen=True)
@@ -154,8 +181,8 @@ class Release:
 
 #: One write of a batch, and what it gave: a reserve's or commit's result, a release's "was there
 #: a hold", or the LedgerError that write got (the batch's other writes stand).
-type Write = ReserveRequest | Commit | Release
-type Written = ReserveResult | CommitResult | bool | Exception
+type Write = ReserveRequest | StakeReserve | Commit | Release
+type Written = ReserveResult | Admission | CommitResult | bool | Exception
 
 
 @dataclass(frozen=True)

@@ -111,15 +111,22 @@ class Plans:
     def __init__(self) -> None:
         self._plans: dict[PathKey, Plan] = {}
         self._version: int | None = None
+        self.generation = 0  # moves each time the plans are dropped: what was planned before may not stand
 
     def check(self, version: int | None) -> None:
         """Keep the plans if ``version`` is the one they were made under; None: keep none."""
         if version is None or version != self._version:
             self._plans.clear()
+            self.generation += 1
         self._version = version
 
     def forget(self) -> None:
         self.check(None)
+
+    @property
+    def version(self) -> int | None:
+        """The ``data_version`` the plans stand on; None: none read since the last forget."""
+        return self._version
 
     def get(self, key: PathKey, now: float) -> Plan | None:
         plan = self._plans.get(key)

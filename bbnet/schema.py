@@ -179,6 +179,25 @@ MIGRATIONS: tuple[str, ...] = (
         shipped_at   REAL NOT NULL
     );
     """,
+    # v10: meter stakes (bbnet/stakes.py). A meter holds a stake in the pools it charges, counted in
+    # their reserved, and admits calls from it in memory, each written first to its journal file; a
+    # call's hold in the stake moves to used when its usage row is written. A dead meter's stake is
+    # settled from its journal: each call left open billed as lost, the rest of the stake freed.
+    """
+    CREATE TABLE stakes (
+        key         TEXT PRIMARY KEY,
+        node        TEXT,
+        journal     TEXT NOT NULL,                -- the meter's journal file (bbnet/stake_journal.py)
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    CREATE TABLE stake_holds (
+        stake       TEXT NOT NULL,
+        pool_id     INTEGER NOT NULL,
+        amount      INTEGER NOT NULL,             -- counted in the pool's reserved
+        PRIMARY KEY (stake, pool_id)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

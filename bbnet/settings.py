@@ -170,6 +170,7 @@ class Settings(_Strict):
     fail_open: bool = False
     auto_restore_on_new_period: bool = False
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    stakes: bool = True  # the meter admits calls from a stake in a SQLite ledger (bbnet/stakes.py)
     address_pool: str = DEFAULT_ADDRESS_POOL
     proxy_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PROXY_PORT
     providers: list[ExtraProvider] = []

@@ -346,6 +346,11 @@ class Store:
             return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
         return int(self._read("PRAGMA data_version")[0][0])
 
+    def stamp(self) -> tuple[int, int]:
+        """What this connection's plans stand on: :meth:`data_version` (another connection's
+        commits) and the plans' generation (this connection's own writes but the hot path's)."""
+        return self.data_version(), self.plans.generation
+
     @staticmethod
     def _require_bottle(c: Conn, name: str) -> None:
         row = c.execute("SELECT 1 FROM bottles WHERE name = ? AND removed_at IS NULL", (name,)).fetchone()

@@ -143,7 +143,7 @@ def serve(settings: Settings, *, db: str, host: str, port: int, confdir: str, up
         meter = Meter(meter_ledger, fail_open=fail_open, lease_seconds=settings.lease_seconds, upstream=upstream,
                       catalogue=with_extra(settings.extra_providers()), on_commit=controller.notify_commit,
                       on_exhausted=controller.notify_exhausted,
-                      egress_default=egress_default(settings, meter_ledger, "serve"))  # fmt: skip
+                      egress_default=egress_default(settings, meter_ledger, "serve"), stakes=settings.stakes)  # fmt: skip
         previous = signal.signal(signal.SIGTERM, _sigterm)
         try:
             serve_forever([meter, Ready(f"{host}:{port}")], host, port, confdir)

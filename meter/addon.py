@@ -29,13 +29,24 @@ from mitmproxy import http, tcp
 
 from bbnet import metrics, prices, providers
 from bbnet.checkpoint import Checkpointer
+from bbnet.dialect import SQLITE
 from bbnet.egress import Policy
 from bbnet.ledger import Ledger, LedgerError
-from bbnet.model import Bottle, CommitResult, Outcome, PoolView, ReserveRequest, ReserveResult, UsageRecord
+from bbnet.model import (
+    Bottle,
+    CommitResult,
+    Outcome,
+    PoolView,
+    ReserveRequest,
+    ReserveResult,
+    UsageRecord,
+)
 from bbnet.names import AGENT_NAME_RE
+from bbnet.stake_journal import JournalInUse
 from meter import egress, errors, estimate, gate, request, shape
 from meter.attribution import AGENT_HEADER, Directory
 from meter.prefix import PrefixMemory, Recall
+from meter.stake import Held, Stake
 from meter.tap import StreamTap, is_streamed_response
 from meter.usage import Usage, from_body
 from meter.writes import LedgerWrites, after_answer
@@ -45,6 +56,7 @@ from meter.ws_addon import SocketMeter
 log = logging.getLogger("bbnet.meter")
 DEGRADED_HEADER = "x-bbnet-degraded"
 JOURNAL_RETRY_S = 1.0  # how often writes waiting for an unreachable ledger are retried
+STAKE_IDLE_S = 1.0  # a stake's free room goes back to the pools after this long with no call admitted
 META = "bbnet"
 
 #: Called after every commit (the controller's wake-up) and after a DENY that found a pool
@@ -87,6 +99,7 @@ class Call:
     path: str
     started: float
     reservation: ReserveResult | None  # None: fail-open, unmetered
+    held: Held | None = None  # its hold is in the meter's stake (meter/stake.py), not a reservation row
     degraded_to: int | None = None
     injected_usage: bool = False
     tap: StreamTap | None = None
@@ -110,6 +123,7 @@ class Meter:
         on_commit: OnCommit | None = None,
         on_exhausted: OnExhausted | None = None,
         egress_default: Policy | None = None,
+        stakes: bool = True,
     ) -> None:
         self.ledger = ledger
         self.ledger_problem = ledger_problem or ("" if ledger else "ledger unavailable")
@@ -129,6 +143,9 @@ class Meter:
         self.writes: LedgerWrites[Call] | None = LedgerWrites(ledger, self._committed) if ledger else None
         self._replayer: asyncio.Task[None] | None = None
         self._checkpoints: Checkpointer | None = None
+        self.stakes = stakes  # admit calls from a stake (SQLite ledgers; meter/stake.py)
+        self.stake: Stake | None = None
+        self._idler: asyncio.Task[None] | None = None
 
     def running(self) -> None:
         prices.load()  # before the first call, not on it
@@ -137,22 +154,45 @@ class Meter:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_leases(ledger))
             self._replayer = asyncio.get_running_loop().create_task(self._replay_journal(self.writes))
             self._checkpoints = ledger.checkpoint_in_background()
+            self._open_stake(ledger)
         if self.fail_open:
             log.warning("BBNET_FAIL_OPEN=1: calls are forwarded unmetered when the ledger cannot be used")
         if self.ledger is None:  # WARNING: an ERROR logged during startup makes mitmproxy exit
             fate = "forwarded unmetered" if self.fail_open else "answered 503 BUDGET_CONFIG"
             log.warning("ledger unavailable (%s): LLM calls are %s", self.ledger_problem, fate)
 
+    def _open_stake(self, ledger: Ledger) -> None:
+        """Settle the stakes of this node's dead meters, then hold one of this meter's own."""
+        if not self.stakes or ledger.dialect != SQLITE or not ledger.takes_stakes:
+            return
+        try:
+            for bottle, result in ledger.settle_dead_stakes():
+                log.warning("a dead meter's call %s (bottle %s) billed as lost", result.key, bottle)
+            self.stake = Stake(
+                ledger, ledger.path.with_name(ledger.path.name + ".stakes"), self.lease_seconds
+            )
+        except (LedgerError, OSError, JournalInUse) as e:  # WARNING: an ERROR at startup stops mitmproxy
+            log.warning("no stake (%s): every call is reserved in the ledger", errors.redact(str(e)))
+            return
+        self._idler = asyncio.get_running_loop().create_task(self._return_idle_stake(self.stake))
+
     def done(self) -> None:
-        for task in (self._renewer, self._replayer):
+        for task in (self._renewer, self._replayer, self._idler):
             if task is not None:
                 task.cancel()
-        self._renewer = self._replayer = None
+        self._renewer = self._replayer = self._idler = None
         if self.writes is not None:
             self.writes.flush()
             if self.writes.journal:
                 log.error("stopping with %d ledger writes unwritten: their leases expire and are billed as lost",
                           len(self.writes.journal))  # fmt: skip
+        if self.stake is not None:
+            try:
+                self.stake.close()
+            except LedgerError as e:
+                log.error("stake %s not settled (%s): settled when its lease expires", self.stake.key,
+                          errors.redact(str(e)))  # fmt: skip
+            self.stake = None
         if self._checkpoints is not None:
             self._checkpoints.stop()
             self._checkpoints = None
@@ -165,14 +205,27 @@ class Meter:
             for key, flow in list(self._live.items()):
                 if not flow.live:  # ended without a hook that settles it: the sweep bills it
                     del self._live[key]
-            if not self._live:
-                continue
+            seen = {key: _output_seen(flow) for key, flow in self._live.items()}
+            rows = {key: n for key, n in seen.items() if not _in_stake(self._live[key])}
             try:
-                ledger.renew(
-                    {key: _output_seen(flow) for key, flow in self._live.items()}, self.lease_seconds
-                )
-            except LedgerError as e:
+                if self.stake is not None:
+                    self.stake.seen({key: n for key, n in seen.items() if key not in rows})
+                    self.stake.renew()
+                if rows:
+                    ledger.renew(rows, self.lease_seconds)
+            except (LedgerError, OSError) as e:
                 log.error("renewing %d leases failed: %s", len(self._live), errors.redact(str(e)))
+
+    async def _return_idle_stake(self, stake: Stake) -> None:
+        """Give the stake's free room back once no call has been admitted for a while, so other
+        meters on the ledger (and its reports) see it."""
+        while True:
+            await asyncio.sleep(STAKE_IDLE_S)
+            if time.monotonic() - stake.last_admitted >= STAKE_IDLE_S and stake is self.stake:
+                try:
+                    stake.return_free()
+                except LedgerError as e:
+                    log.error("returning the stake's free room failed: %s", errors.redact(str(e)))
 
     # -- request -------------------------------------------------------------------------------
 
@@ -286,7 +339,7 @@ class Meter:
         )
         key = flow.id
         try:
-            result = self.reserve(gate.reserve_request(
+            result, held = self.reserve(gate.reserve_request(
                 plan, key, bottle.name, agent, prices.rates(plan.provider, plan.model, plan.input_tokens),
                 self.lease_seconds))  # fmt: skip
         except LedgerError as e:
@@ -303,16 +356,20 @@ class Meter:
         if rw.body is not body:
             flow.request.set_content(rw.body)  # re-encoded in the request's own Content-Encoding
         flow.metadata[META] = Call(key, bottle.name, agent, match, plan, body, host, path.split("?", 1)[0],
-                                   time.monotonic(), result, rw.degraded_to, rw.injected_usage,
+                                   time.monotonic(), result, held, rw.degraded_to, rw.injected_usage,
                                    shape=read.shape if read else None, recalled=recall,
                                    doc=None if read else doc)  # fmt: skip
         self._live[key] = flow
 
-    def reserve(self, req: ReserveRequest) -> ReserveResult:
-        """Hold the call's projected spend, in one transaction with the commits and releases queued."""
+    def reserve(self, req: ReserveRequest) -> tuple[ReserveResult, Held | None]:
+        """Hold the call's projected spend: from the stake's free room when it covers the call, else
+        decided by the ledger in one transaction with the commits and releases queued. A call held
+        in the stake is journalled here, before it can be forwarded."""
         if self.writes is None:
             raise LedgerError(self.ledger_problem)
-        return self.writes.reserve(req)
+        if self.stake is None:
+            return self.writes.reserve(req), None
+        return self.stake.reserve(req, self.writes.admit)
 
     def _unavailable(self, flow: http.HTTPFlow, match: providers.Match, problem: str) -> None:
         if self.fail_open:
@@ -406,13 +463,13 @@ class Meter:
         self.sockets.end(flow)
 
     def new_call(self, flow: http.HTTPFlow, key: str, bottle: str, agent: str, ep: Endpoint, plan: gate.Plan,
-                 body: bytes, reservation: ReserveResult) -> Call:  # fmt: skip
+                 body: bytes, reservation: ReserveResult, held: Held | None) -> Call:  # fmt: skip
         """The :class:`Call` of one response on the WebSocket ``flow``, committed like an HTTP call's
         (and its lease renewed while the socket is open)."""
         degraded = reservation.allowed_output_tokens if reservation.outcome is Outcome.DEGRADE else None
         self._live[key] = flow
         return Call(key, bottle, agent, ep.match, plan, body, ep.host, ep.path, time.monotonic(), reservation,
-                    degraded, socket=True)  # fmt: skip
+                    held, degraded, socket=True)  # fmt: skip
 
     # -- finishing a call: decided in the hook, written once the answer has left (meter/writes.py) --
 
@@ -437,16 +494,24 @@ class Meter:
                 shape.of(body, call.match.family, call.doc) if call.plan.readable else None
             )
             self.memory.learn(call.bottle, call.agent, body, record.input_tokens, known, call.recalled)
-        self.writes.commit(call.key, call, record)
+        held = call.held
+        self.writes.commit(call.key, call, record, held.stake if held else None, held.holds if held else ())
 
     def _release(self, call: Call, why: str) -> None:
         call.finished = True
         self._live.pop(call.key, None)
         if self.writes is None or call.reservation is None:
             return
+        if call.held is not None:  # no ledger write: the hold is free room in the stake again
+            if self.stake is not None:
+                self.stake.released(call.key, call.held)
+            log.info("release bottle=%s key=%s: %s", call.bottle, call.key, errors.redact(why))
+            return
         self.writes.release(call.key, call, why)
 
     def _committed(self, call: Call, record: UsageRecord, result: CommitResult) -> None:
+        if call.held is not None and self.stake is not None:
+            self.stake.committed(call.key)
         log.info("commit bottle=%s agent=%s provider=%s model=%s in=%d out=%d estimated=%s exhausted=%s",
                  call.bottle, call.agent, record.provider, record.model, record.input_tokens, record.output_tokens,
                  record.estimated, ",".join(p.scope for p in result.exhausted) or "-")  # fmt: skip
@@ -467,6 +532,11 @@ def _read_from(recall: Recall | None, body: bytes) -> shape.Read | None:
     if recall is None or recall.overlap.known.shape is None:
         return None
     return shape.follow(recall.overlap.known.shape, body, recall.overlap.prefix, recall.overlap.suffix)
+
+
+def _in_stake(flow: http.HTTPFlow) -> bool:
+    call = flow.metadata.get(META)
+    return isinstance(call, Call) and call.held is not None
 
 
 def _output_seen(flow: http.HTTPFlow) -> int:

@@ -27,6 +27,8 @@ class Pending[C]:
     call: C  # what the meter needs when the write lands
     record: UsageRecord | None  # the usage to commit; None: release the hold
     why: str = ""  # a release's reason, for its log line
+    stake: str | None = None  # a commit's hold is in this stake (bbnet/stakes.py), not a reservation row
+    holds: tuple[tuple[int, int], ...] = ()  # ... and what it holds there
 
 
 class Journal[C]:

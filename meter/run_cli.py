@@ -68,7 +68,7 @@ def run(
         problem = str(e)
     meter = Meter(ledger, ledger_problem=problem, fail_open=s.fail_open or fail_open_from_env(),
                   lease_seconds=s.lease_seconds, upstream=upstream, catalogue=with_extra(s.extra_providers()),
-                  egress_default=egress_default(s, ledger, "meter"))  # fmt: skip
+                  egress_default=egress_default(s, ledger, "meter"), stakes=s.stakes)  # fmt: skip
     try:
         serve_forever([meter], host, port, confdir or default_confdir())
     except OSError as e:

@@ -26,11 +26,13 @@ from typing import Protocol
 
 from bbnet.ledger import Ledger, LedgerError, LedgerUnreachable
 from bbnet.model import (
+    Admission,
     Commit,
     CommitResult,
     Release,
     ReserveRequest,
     ReserveResult,
+    StakeReserve,
     UsageRecord,
     Write,
     Written,
@@ -63,8 +65,15 @@ class LedgerWrites[C: Owned]:
 
     # -- queueing ----------------------------------------------------------------------------
 
-    def commit(self, key: str, call: C, record: UsageRecord) -> None:
-        self._add(Pending(key, call, record))
+    def commit(
+        self,
+        key: str,
+        call: C,
+        record: UsageRecord,
+        stake: str | None = None,
+        holds: tuple[tuple[int, int], ...] = (),
+    ) -> None:
+        self._add(Pending(key, call, record, stake=stake, holds=holds))
 
     def release(self, key: str, call: C, why: str) -> None:
         self._add(Pending(key, call, None, why))
@@ -86,15 +95,33 @@ class LedgerWrites[C: Owned]:
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         """``Ledger.reserve``, in one transaction with the writes queued (written first)."""
-        items, self._queue = self._queue, []
-        if not items:
-            return self.ledger.reserve(req)
-        out = self._write(items, req)
-        assert out is not None
+        out = self._decide(req)
+        assert isinstance(out, ReserveResult)
         return out
 
-    def _write(self, items: list[Pending[C]], req: ReserveRequest | None) -> ReserveResult | None:
-        writes: list[Write] = [Release(p.key) if p.record is None else Commit(p.key, p.record) for p in items]
+    def admit(self, req: StakeReserve) -> Admission:
+        """A reserve against the meter's stake, in one transaction with the writes queued."""
+        out = self._decide(req)
+        assert isinstance(out, Admission)
+        return out
+
+    def _decide(self, req: ReserveRequest | StakeReserve) -> Written:
+        items, self._queue = self._queue, []
+        if not items and isinstance(req, ReserveRequest):
+            return self.ledger.reserve(req)  # a fleet host's ledger tops its slice up there
+        if not items:
+            [out] = self.ledger.write_batch([req])
+            if isinstance(out, Exception):
+                raise out
+            return out
+        decided = self._write(items, req)
+        assert decided is not None
+        return decided
+
+    def _write(self, items: list[Pending[C]], req: ReserveRequest | StakeReserve | None) -> Written | None:
+        writes: list[Write] = [
+            Release(p.key) if p.record is None else Commit(p.key, p.record, p.stake, p.holds) for p in items
+        ]
         try:
             results = self.ledger.write_batch([*writes, req] if req is not None else writes)
         except LedgerUnreachable as e:
@@ -108,7 +135,7 @@ class LedgerWrites[C: Owned]:
                       errors.redact(str(e)))  # fmt: skip
             for item in items:
                 self._write_alone(item)
-            return self.ledger.reserve(req) if req is not None else None
+            return self._decide(req) if req is not None else None
         for item, result in zip(items, results, strict=False):
             self._settle(item, result)
         if req is None:
@@ -116,16 +143,19 @@ class LedgerWrites[C: Owned]:
         reserved = results[-1]
         if isinstance(reserved, Exception):
             raise reserved
-        assert isinstance(reserved, ReserveResult)
         return reserved
 
     def _direct(self, item: Pending[C]) -> CommitResult | bool:
         """The write in a transaction of its own."""
-        return (
-            self.ledger.release(item.key)
-            if item.record is None
-            else self.ledger.commit(item.key, item.record)
-        )
+        if item.record is None:
+            return self.ledger.release(item.key)
+        if item.stake is None:
+            return self.ledger.commit(item.key, item.record)
+        [out] = self.ledger.write_batch([Commit(item.key, item.record, item.stake, item.holds)])
+        if isinstance(out, Exception):
+            raise out
+        assert isinstance(out, CommitResult)
+        return out
 
     def _write_alone(self, item: Pending[C]) -> None:
         try:

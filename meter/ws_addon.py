@@ -24,6 +24,7 @@ from bbnet.model import Outcome, PoolView, ReserveResult
 from bbnet.names import AGENT_NAME_RE
 from bbnet.prices import rates
 from meter import errors, gate, ws
+from meter.stake import Held
 
 if TYPE_CHECKING:
     from meter.addon import Call, Meter
@@ -142,7 +143,7 @@ class SocketMeter:
         if reserved is None:
             msg.drop()
             return
-        key, result = reserved
+        key, result, held = reserved
         plan = reading.plan
         if result.outcome is Outcome.DENY:
             if result.exhausted and result.governing is not None and meter.on_exhausted:
@@ -154,11 +155,13 @@ class SocketMeter:
             return
         if result.outcome is Outcome.DEGRADE and plan.cappable:
             msg.content = ws.degrade(reading, result.allowed_output_tokens)
-        call = meter.new_call(flow, key, sock.bottle, sock.agent, sock.endpoint, plan, msg.content, result)
+        call = meter.new_call(
+            flow, key, sock.bottle, sock.agent, sock.endpoint, plan, msg.content, result, held
+        )
         sock.pending.append(Pending(call, reading.lane, reading.event_id))
 
     def _reserve(self, flow: http.HTTPFlow, sock: Socket, plan: gate.Plan,
-                 event_id: str | None) -> tuple[str, ReserveResult] | None:  # fmt: skip
+                 event_id: str | None) -> tuple[str, ReserveResult, Held | None] | None:  # fmt: skip
         """Reserve one response of the socket; None (and the socket closed) when its bottle is no
         longer open. Raises LedgerError when the ledger cannot be used."""
         meter = self.meter
@@ -177,7 +180,7 @@ class SocketMeter:
         sock.created += 1
         key = f"{flow.id}:{sock.created}"
         rate = rates(sock.endpoint.match.price_provider, plan.model, plan.input_tokens)
-        return key, meter.reserve(
+        return key, *meter.reserve(
             gate.reserve_request(plan, key, sock.bottle, sock.agent, rate, meter.lease_seconds)
         )
 
@@ -250,12 +253,12 @@ class SocketMeter:
             return
         if reserved is None:
             return
-        key, result = reserved
+        key, result, held = reserved
         denied = result.outcome is Outcome.DENY
         if denied:
             log.warning("bottle %s: the server started a response the budget cannot pay for (%s); closing the"
                         " socket when it ends", sock.bottle, result.governing.scope if result.governing else "-")  # fmt: skip
-        call = meter.new_call(flow, key, sock.bottle, sock.agent, sock.endpoint, plan, b"{}", result)
+        call = meter.new_call(flow, key, sock.bottle, sock.agent, sock.endpoint, plan, b"{}", result, held)
         sock.pending.append(Pending(call, None, None, started=True, over_budget=denied))
 
     @staticmethod

@@ -7,6 +7,10 @@ clients (JSON and streamed calls) go through the real mitmproxy over TLS to the 
 kill. Afterwards the leases the dead meter left are billed as lost calls, as the controller does
 once they expire, and the ledger must hold one row per call the simulator answered (and per call
 reserved and not yet forwarded), no hold, and pools equal to the rows.
+
+Both ways a meter admits calls: from its stake (the default: the calls in flight are in its journal,
+bbnet/stakes.py, and the dead meter's stake settles at once, its journal's lock being free) and
+with a reservation row per call (``stakes: false``).
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ def own_sim() -> Iterator[SimHandle]:
         yield handle
 
 
-def test_kill_9_under_load_leaves_one_usage_row_per_call(tmp_path: Path, own_sim: SimHandle) -> None:
+@pytest.mark.parametrize("stakes", [True, False], ids=["stake", "rows"])
+def test_kill_9_under_load_leaves_one_usage_row_per_call(
+    tmp_path: Path, own_sim: SimHandle, stakes: bool
+) -> None:
     db = tmp_path / "ledger.db"
     with Ledger.open(db) as ledger:
         ledger.add_bottle(Bottle("killed", addresses=(f"{ADDRESS}/32",)))
         ledger.set_budget(Budget(Scope.of_bottle("killed"), "*", "tokens", 10**12))
-    proxy = launch_proxy(tmp_path / "meter", db, [f"*={own_sim.url}"])
+    settings = f"fail_open: false\nstakes: {str(stakes).lower()}\n"
+    proxy = launch_proxy(tmp_path / "meter", db, [f"*={own_sim.url}"], settings_text=settings)
     stop = threading.Event()
     seen: list[tuple[int, int]] = []  # (input, output) of each call a client saw complete
     lock = threading.Lock()
@@ -94,12 +102,16 @@ def test_kill_9_under_load_leaves_one_usage_row_per_call(tmp_path: Path, own_sim
 
     forwarded = own_sim.stats()["total"]
     with Ledger.open(db) as ledger:
-        held = {str(r["key"]) for r in ledger.reservations()}
-        billed = ledger.sweep_expired(now=time.time() + 10**6)  # the leases the dead meter left, expired
+        in_flight = ledger.reservations()
+        held = {str(r["key"]) for r in in_flight}
+        assert {r["stake"] is not None for r in in_flight} <= {stakes}
+        assert len(ledger.stakes()) == int(stakes)
+        # the leases the dead meter left, expired; a stake's journal lock is free already
+        billed = ledger.sweep_expired(now=None if stakes else time.time() + 10**6)
         assert {result.key for _, result in billed} == held and all(r.recorded for _, r in billed)
         rows = ledger.usage(limit=10**6)
         [pool] = ledger.pools()
-        assert not ledger.reservations()
+        assert not ledger.reservations() and not ledger.stakes()
     assert len({r["key"] for r in rows}) == len(rows)
     # every forwarded call is a row; a call reserved but not yet forwarded at the kill is one too
     assert forwarded <= len(rows) <= forwarded + CLIENTS
