@@ -9,10 +9,14 @@ commit, learn), timed by the thread's CPU clock. Bodies: per size, ``TURNS`` con
 each agent's conversation (bench/agent_corpus.py) from that size on, sent in order, ``--passes``
 times over (the first pass teaches the meter; later passes are timed). Reserve and commit are
 also timed on their own (the SQLite part: statements and their transaction). The ledger's WAL is
-checkpointed on a thread, as the meter does (bbnet/checkpoint.py).
+checkpointed on a thread, as the meter does (bbnet/checkpoint.py). Each is run twice: with the
+meter's stake (meter/stake.py: a call is admitted in memory and journalled when the stake's free
+room covers it, as ``bbnet meter run`` does on a SQLite ledger) and without one (every call
+reserved in the ledger, as with ``stakes: false``).
 
-Prints JSON: per size and agent, p50/p99 ms of the request hook, of its reserve, of the answer's
-hooks (commit and learning) and of the commit alone.
+Prints JSON: per size, agent and admission (``stake``, ``ledger``), p50/p99 ms of the request
+hook, of its reserve, of the answer's hooks (commit and learning) and of the commit alone, and
+how many timed calls the stake admitted with no ledger write.
 
 Usage: python bench/hook_bench.py [--passes N] [--sizes 50k,250k,1m]
 """
@@ -20,6 +24,7 @@ Usage: python bench/hook_bench.py [--passes N] [--sizes 50k,250k,1m]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -33,9 +38,10 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from bbnet.ledger import Ledger
-from bbnet.model import MICROS_PER_USD, Bottle, Budget
+from bbnet.model import MICROS_PER_USD, Bottle, Budget, StakeReserve, Write
 from bbnet.names import Scope
 from meter.addon import Meter
+from meter.stake import Stake
 
 JSON = http.Headers([(b"content-type", b"application/json")])
 SIZES = {"50k": 50_000, "250k": 250_000, "1m": 1_000_000}
@@ -55,12 +61,13 @@ ANSWERS = {
 
 
 class Timed:
-    """The ledger, with the CPU time of its reserves and commits noted."""
+    """The ledger, with the CPU time of its commits noted (the reserve is timed at the meter's
+    ``reserve``, which admits from the stake or asks the ledger)."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self.reserve_ms: list[float] = []
         self.commit_ms: list[float] = []
+        self.ledger_reserves = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
@@ -73,13 +80,18 @@ class Timed:
             out.append((time.thread_time() - t0) * 1000)
 
     def reserve(self, *args: Any) -> Any:
-        return self._timed(self.reserve_ms, self._ledger.reserve, *args)
+        self.ledger_reserves += 1
+        return self._ledger.reserve(*args)
 
     def commit(self, *args: Any) -> Any:
         return self._timed(self.commit_ms, self._ledger.commit, *args)
 
-    def write_batch(self, *args: Any) -> Any:  # the meter's commits (outside an event loop, one per batch)
-        return self._timed(self.commit_ms, self._ledger.write_batch, *args)
+    def write_batch(self, writes: list[Write]) -> Any:
+        """The meter's commits (outside an event loop, one per batch), or a reserve the stake asks for."""
+        if any(isinstance(w, StakeReserve) for w in writes):
+            self.ledger_reserves += 1
+            return self._ledger.write_batch(writes)
+        return self._timed(self.commit_ms, self._ledger.write_batch, writes)
 
 
 def one_call(meter: Meter, agent: str, turn: agent_corpus.Turn) -> tuple[float, float]:
@@ -110,11 +122,12 @@ def figures(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(values), 3), "p99_ms": pct(values, 99)}
 
 
-def run(size: int, agent: str, passes: int, workdir: Path) -> dict[str, Any]:
+def run(size: int, agent: str, passes: int, workdir: Path, stake: bool) -> dict[str, Any]:
     turns = agent_corpus.conversation(agent)
     at = next((i for i, t in enumerate(turns) if len(t.body) >= size), len(turns) - 1)
     window = turns[max(0, min(at - TURNS // 2, len(turns) - TURNS)) :][:TURNS]
-    ledger = Ledger.open(workdir / f"{agent}-{size}.db")
+    db = workdir / f"{agent}-{size}-{'stake' if stake else 'ledger'}.db"
+    ledger = Ledger.open(db)
     ledger.add_bottle(Bottle("bench", addresses=("127.0.0.1/32",)))
     ledger.set_budget(Budget(Scope.global_(), "*", "tokens", 10**15))
     ledger.set_budget(Budget(Scope.global_(), "*", "usd", 10**6 * MICROS_PER_USD, period="month"))
@@ -122,20 +135,29 @@ def run(size: int, agent: str, passes: int, workdir: Path) -> dict[str, Any]:
     checkpoints = ledger.checkpoint_in_background()  # as the meter runs it (meter/addon.py: running)
     timed = Timed(ledger)
     meter = Meter(timed)  # type: ignore[arg-type]  # the ledger, timed
+    if stake:  # as Meter.running opens it (that needs an event loop for its other tasks)
+        meter.stake = Stake(timed, db.with_name(db.name + ".stakes"), meter.lease_seconds)  # type: ignore[arg-type]
+    reserve_ms: list[float] = []
+    meter.reserve = functools.partial(timed._timed, reserve_ms, meter.reserve)  # type: ignore[method-assign]
     for turn in window:  # the first pass: the meter learns the conversation
         one_call(meter, agent, turn)
-    timed.reserve_ms.clear()
+    reserve_ms.clear()
     timed.commit_ms.clear()
+    timed.ledger_reserves = 0
     calls = [one_call(meter, agent, turn) for _ in range(passes) for turn in window]
+    if meter.stake is not None:
+        meter.stake.close()
     if checkpoints is not None:
         checkpoints.stop()
     ledger.close()
     return {
         "body_bytes_p50": round(statistics.median(len(t.body) for t in window)),
         "request_hook": figures([c[0] for c in calls]),
-        "of_which_reserve": figures(timed.reserve_ms),
+        "of_which_reserve": figures(reserve_ms),
         "answer_hooks": figures([c[1] for c in calls]),
         "of_which_commit": figures(timed.commit_ms),
+        "calls": len(calls),
+        "admitted_in_memory": len(calls) - timed.ledger_reserves,
     }
 
 
@@ -147,7 +169,13 @@ def main() -> None:
     sizes = agent_corpus.parse_sizes(parser, args.sizes, SIZES)
     with tempfile.TemporaryDirectory(prefix="hook-bench-") as tmp:
         out = {
-            size: {agent: run(SIZES[size], agent, args.passes, Path(tmp)) for agent in agent_corpus.CORPUS}
+            size: {
+                agent: {
+                    admission: run(SIZES[size], agent, args.passes, Path(tmp), admission == "stake")
+                    for admission in ("stake", "ledger")
+                }
+                for agent in agent_corpus.CORPUS
+            }
             for size in sizes
         }
     print(json.dumps({"config": {"passes": args.passes, "turns_per_agent": TURNS, "clock": "thread CPU time"},
