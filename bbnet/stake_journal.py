@@ -20,11 +20,12 @@ with only its open calls from time to time (:meth:`StakeJournal.rotate`), so it 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 type Row = dict[str, Any]
 
@@ -51,7 +52,7 @@ class StakeJournal:
         self.lines = 0  # written since the file was last rewritten
 
     def _write(self, event: Mapping[str, object]) -> None:
-        os.write(self._fd, (json.dumps(event, separators=(",", ":")) + "\n").encode())
+        os.write(self._fd, orjson.dumps(event) + b"\n")
         self.lines += 1
 
     def admitted(self, row: Row) -> None:
@@ -72,9 +73,9 @@ class StakeJournal:
         every instant. A reader that opened the old file sees its inode is no longer the path's."""
         tmp = self.path.with_suffix(".rotating")
         fd = _open_locked(tmp, os.O_TRUNC)
-        data = "".join(json.dumps({"r": row}, separators=(",", ":")) + "\n" for row in open_rows)
+        data = b"".join(orjson.dumps({"r": row}) + b"\n" for row in open_rows)
         try:
-            os.write(fd, data.encode())
+            os.write(fd, data)
             os.rename(tmp, self.path)
         except BaseException:
             os.close(fd)
@@ -100,8 +101,8 @@ def read(path: Path) -> dict[str, Row]:
     with path.open("rb") as f:
         for line in f:
             try:
-                event = json.loads(line)
-            except ValueError:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
                 continue
             if "r" in event:
                 rows[event["r"]["key"]] = event["r"]

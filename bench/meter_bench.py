@@ -124,14 +124,16 @@ def processes(
     meter_cmd = [BBNET, "meter", "run", "--listen", f"127.0.0.1:{ports['addon']}", "--db", str(db),
                  "--settings", str(workdir / "no-settings.yml"), "--confdir", str(workdir / "confdir"),
                  "--upstream-map", f"*={sim_url}"]  # fmt: skip
-    if profile is not None:
+    bare_cmd = [sys.executable, __file__, "--serve-bare", str(ports["bare"]), str(ports["sim"]),
+                str(workdir / "confdir")]  # fmt: skip
+    if profile is not None:  # both proxies, so the two can be compared function by function
         profile.mkdir(parents=True, exist_ok=True)
         meter_cmd = [sys.executable, "-m", "cProfile", "-o", str(profile / "addon.pstats"), *meter_cmd]
+        bare_cmd = [sys.executable, "-m", "cProfile", "-o", str(profile / "bare.pstats"), *bare_cmd[1:]]
     started = [
         subprocess.Popen([BBNET, "sim", "--listen", f"127.0.0.1:{ports['sim']}", "--chunk-delay",
                           str(chunk_delay_ms)], stdout=logs, stderr=logs, env=env),
-        subprocess.Popen([sys.executable, __file__, "--serve-bare", str(ports["bare"]), str(ports["sim"]),
-                          str(workdir / "confdir")], stdout=logs, stderr=logs, env=env),
+        subprocess.Popen(bare_cmd, stdout=logs, stderr=logs, env=env),
         subprocess.Popen(meter_cmd, stdout=logs, stderr=logs, env=env),
     ]  # fmt: skip
     try:
@@ -434,7 +436,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated, of " + ",".join(SIZES))
     parser.add_argument("--chunk-delay-ms", type=int, default=2)
     parser.add_argument("--throughput-seconds", type=float, default=2.0)
-    parser.add_argument("--profile", type=Path, help="cProfile the metered proxy; stats written here")
+    parser.add_argument(
+        "--profile", type=Path, help="cProfile both proxies; addon.pstats and bare.pstats written here"
+    )
     parser.add_argument(
         "--serve-bare", nargs=3, metavar=("PORT", "SIM_PORT", "CONFDIR"), help=argparse.SUPPRESS
     )
