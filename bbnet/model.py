@@ -143,9 +143,8 @@ class Commit:
 
     key: str
     usage: UsageRecord
-    stake: str | None = (
-        None  # the meter's stake its hold came from (bbnet/stakes.py); None: a reservation row
-    )
+    #: the meter's stake its hold came from (bbnet/stakes.py); None: a reservation row
+    stake: str | None = None
     holds: tuple[tuple[int, int], ...] = ()  # with a stake: (pool id, amount) the call holds in it
 
 
@@ -173,6 +172,29 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class StakeTopUp:
+    """Set a meter's stake in one path's pools to the free room a call holding ``holds`` would
+    leave it (bbnet/stakes.py), written with the meter's commits after an answer, so the calls to
+    come are still admitted in memory instead of one in so many going to the ledger for room."""
+
+    stake: str
+    bottle: str
+    agent: str | None
+    provider: str
+    holds: tuple[tuple[int, int], ...]  # (pool id, amount) of the call the room is sized for
+    free: tuple[
+        tuple[int, int], ...
+    ]  # the stake's unheld amounts in the path's pools, as the meter counts them
+
+
+@dataclass(frozen=True)
+class StakeFree:
+    """A :class:`StakeTopUp`'s answer: the stake's unheld amounts in the path's pools now."""
+
+    free: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
 class Release:
     """A release in a batch of ledger writes: the call's hold goes back to its pools."""
 
@@ -181,8 +203,8 @@ class Release:
 
 #: One write of a batch, and what it gave: a reserve's or commit's result, a release's "was there
 #: a hold", or the LedgerError that write got (the batch's other writes stand).
-type Write = ReserveRequest | StakeReserve | Commit | Release
-type Written = ReserveResult | Admission | CommitResult | bool | Exception
+type Write = ReserveRequest | StakeReserve | StakeTopUp | Commit | Release
+type Written = ReserveResult | Admission | StakeFree | CommitResult | bool | Exception
 
 
 @dataclass(frozen=True)

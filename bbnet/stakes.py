@@ -13,6 +13,9 @@ this meter's), its hold taken from the stake, and the stake's free set for the n
 ``HEADROOM_CALLS`` times this call's hold where the pool keeps at least ``SHARE`` times that much
 room beyond it, else nothing. Near a limit a stake holds no free room at all, so every call there
 is decided by the ledger, as without stakes, and other meters on the ledger see all the room.
+A meter whose free room runs low (under ``HEADROOM_CALLS // 2`` holds in a pool) also asks for it
+to be set the same way off the hot path (:class:`StakeTopUp`, written with its commits after an
+answer), so on a steady conversation nearly every call is admitted in memory.
 
 A fleet pool on the path (its limit is a slice the fleet lease manager sizes from its counters)
 takes no stake: such a call gets a reservation row of its own, as with :meth:`reserve`.
@@ -41,7 +44,9 @@ from bbnet.model import (
     CommitResult,
     Outcome,
     ReserveResult,
+    StakeFree,
     StakeReserve,
+    StakeTopUp,
     Write,
     Written,
 )
@@ -144,6 +149,8 @@ class StakeOps(BudgetOps):
     def _apply(self, c: Conn, write: Write, now: float) -> Written:
         if isinstance(write, StakeReserve):
             return self._stake_reserve(c, write, now)
+        if isinstance(write, StakeTopUp):
+            return self._stake_top_up(c, write, now)
         if isinstance(write, Commit) and write.stake is not None:
             check_usage(write.usage)
             return self._stake_commit(c, write)
@@ -194,6 +201,22 @@ class StakeOps(BudgetOps):
         result = ReserveResult(decision.outcome, req.key, decision.tokens, decision.usd_micros,
                                decision.output_tokens, decision.governing)  # fmt: skip
         return Admission(result, tuple(holds.items()), tuple(targets.items()), units, until, stamp)
+
+    def _stake_top_up(self, c: Conn, w: StakeTopUp, now: float) -> StakeFree:
+        """The stake's free room in the path's pools set as :meth:`_stake_reserve` would set it
+        after a call holding ``w.holds``, with no call: grown where the pools have room, shrunk
+        (given back) where they no longer do."""
+        if not self._stake_alive(c, w.stake):
+            raise StakeGone(f"stake {w.stake} is gone: settled as a dead meter's")
+        path = self._on_path(c, w.bottle, w.agent, w.provider, now)
+        if self._fleet_on(c, [pool_id for pool_id, _ in path]):
+            return StakeFree(())  # such a path takes no stake (its calls have reservation rows)
+        free = dict(w.free)
+        targets = stake_targets(dict(w.holds), {i: pool.remaining + free.get(i, 0) for i, pool in path})
+        change = {i: delta for i, target in targets.items() if (delta := target - free.get(i, 0))}
+        self._move(c, {}, change)
+        self._stake_move(c, w.stake, change)
+        return StakeFree(tuple(targets.items()))
 
     def _stake_commit(self, c: Conn, w: Commit) -> CommitResult:
         """A stake call's usage row; its hold moves from the stake to used (a stake already settled

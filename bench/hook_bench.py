@@ -136,7 +136,7 @@ def run(size: int, agent: str, passes: int, workdir: Path, stake: bool) -> dict[
     timed = Timed(ledger)
     meter = Meter(timed)  # type: ignore[arg-type]  # the ledger, timed
     if stake:  # as Meter.running opens it (that needs an event loop for its other tasks)
-        meter.stake = Stake(timed, db.with_name(db.name + ".stakes"), meter.lease_seconds)  # type: ignore[arg-type]
+        meter.use_stake(Stake(timed, db.with_name(db.name + ".stakes"), meter.lease_seconds))  # type: ignore[arg-type]
     reserve_ms: list[float] = []
     meter.reserve = functools.partial(timed._timed, reserve_ms, meter.reserve)  # type: ignore[method-assign]
     for turn in window:  # the first pass: the meter learns the conversation

@@ -168,13 +168,18 @@ class Meter:
         try:
             for bottle, result in ledger.settle_dead_stakes():
                 log.warning("a dead meter's call %s (bottle %s) billed as lost", result.key, bottle)
-            self.stake = Stake(
-                ledger, ledger.path.with_name(ledger.path.name + ".stakes"), self.lease_seconds
-            )
+            stake = Stake(ledger, ledger.path.with_name(ledger.path.name + ".stakes"), self.lease_seconds)
         except (LedgerError, OSError, JournalInUse) as e:  # WARNING: an ERROR at startup stops mitmproxy
             log.warning("no stake (%s): every call is reserved in the ledger", errors.redact(str(e)))
             return
-        self._idler = asyncio.get_running_loop().create_task(self._return_idle_stake(self.stake))
+        self.use_stake(stake)
+        self._idler = asyncio.get_running_loop().create_task(self._return_idle_stake(stake))
+
+    def use_stake(self, stake: Stake) -> None:
+        """Admit calls from ``stake``, and refill its free room with the commits."""
+        self.stake = stake
+        if self.writes is not None:
+            self.writes.top_ups = stake
 
     def done(self) -> None:
         for task in (self._renewer, self._replayer, self._idler):
@@ -187,6 +192,8 @@ class Meter:
                 log.error("stopping with %d ledger writes unwritten: their leases expire and are billed as lost",
                           len(self.writes.journal))  # fmt: skip
         if self.stake is not None:
+            if self.writes is not None:
+                self.writes.top_ups = None
             try:
                 self.stake.close()
             except LedgerError as e:

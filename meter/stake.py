@@ -22,14 +22,24 @@ from typing import Any
 
 from bbnet import metrics
 from bbnet.ledger import Ledger, LedgerError
-from bbnet.model import Admission, Outcome, ReserveRequest, ReserveResult, StakeReserve
+from bbnet.model import (
+    Admission,
+    Outcome,
+    ReserveRequest,
+    ReserveResult,
+    StakeFree,
+    StakeReserve,
+    StakeTopUp,
+    Written,
+)
 from bbnet.plans import PathKey
 from bbnet.pools import usd_micros
 from bbnet.stake_journal import StakeJournal
-from bbnet.stakes import StakeGone
+from bbnet.stakes import HEADROOM_CALLS, StakeGone
 
 log = logging.getLogger("bbnet.meter")
 ROTATE_LINES = 20_000  # the journal is rewritten with only its open calls past this many lines
+LOW_WATER = HEADROOM_CALLS // 2  # free room under this many of a call's holds asks for a top-up
 
 type Holds = tuple[tuple[int, int], ...]  # (pool id, amount) a call holds in the stake
 
@@ -78,6 +88,7 @@ class Stake:
         self.free: dict[int, int] = {}
         self._paths: dict[PathKey, KnownPath] = {}
         self._open: dict[str, dict[str, Any]] = {}  # journal rows of calls admitted, not yet settled
+        self._low: tuple[PathKey, Holds] | None = None  # the last call admitted that left room low
         self.last_admitted = time.monotonic()
 
     # -- admitting ---------------------------------------------------------------------------
@@ -119,6 +130,8 @@ class Stake:
             return None
         for pool_id, amount in holds:
             self.free[pool_id] -= amount
+        if any(self.free[pool_id] < LOW_WATER * amount for pool_id, amount in holds):
+            self._low = (req.bottle, req.agent, req.provider), holds
         tokens = req.input_tokens + req.max_output_tokens
         usd = usd_micros(req.rates, req.input_tokens, req.max_output_tokens)
         return ReserveResult(Outcome.ALLOW, req.key, tokens, usd, req.max_output_tokens), Held(
@@ -145,6 +158,26 @@ class Stake:
         self.journal.admitted(row)
         self._open[req.key] = row
         self.last_admitted = time.monotonic()
+
+    def top_up(self) -> StakeTopUp | None:
+        """The write that refills the free room the last call left low, if one did and its path
+        still stands; built when it is written (``LedgerWrites.flush``), with the free room then."""
+        low, self._low = self._low, None
+        if low is None or (path := self._paths.get(low[0])) is None:
+            return None
+        (bottle, agent, provider), holds = low
+        free = tuple((pool_id, self.free.get(pool_id, 0)) for pool_id, _ in path.pools)
+        return StakeTopUp(self.key, bottle, agent, provider, holds, free)
+
+    def topped_up(self, out: Written) -> None:
+        """What the top-up gave: the free room now; a stake found settled is replaced."""
+        if isinstance(out, StakeFree):
+            self.free.update(out.free)
+        elif isinstance(out, StakeGone):
+            log.error("stake %s was settled as a dead meter's: opening a new one", self.key)
+            self.reopen()
+        elif isinstance(out, Exception):  # the calls still get room from the ledger when they need it
+            log.warning("stake top-up failed: %s", out)
 
     # -- settling ----------------------------------------------------------------------------
 

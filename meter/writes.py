@@ -33,6 +33,7 @@ from bbnet.model import (
     ReserveRequest,
     ReserveResult,
     StakeReserve,
+    StakeTopUp,
     UsageRecord,
     Write,
     Written,
@@ -48,6 +49,14 @@ class Owned(Protocol):
     def bottle(self) -> str: ...
 
 
+class TopUps(Protocol):
+    """The meter's stake (meter/stake.py), whose free room is refilled with the commits."""
+
+    def top_up(self) -> StakeTopUp | None: ...
+
+    def topped_up(self, out: Written) -> None: ...
+
+
 class LedgerWrites[C: Owned]:
     """The queue of one meter's commits and releases, and the journal of those the ledger could
     not take; ``on_commit`` is called once a commit is written."""
@@ -58,6 +67,7 @@ class LedgerWrites[C: Owned]:
         self.journal: Journal[C] = Journal()
         self._queue: list[Pending[C]] = []
         self._flush_due = False
+        self.top_ups: TopUps | None = None
 
     def __len__(self) -> int:
         """Writes queued, not written yet."""
@@ -87,11 +97,21 @@ class LedgerWrites[C: Owned]:
     # -- writing -----------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write what is queued, in one transaction."""
+        """Write what is queued, in one transaction (with the stake's top-up, if it wants one)."""
         self._flush_due = False
         items, self._queue = self._queue, []
-        if items:
+        if not items:
+            return
+        top_up = self.top_ups.top_up() if self.top_ups is not None else None
+        if top_up is None or self.top_ups is None:
             self._write(items, None)
+            return
+        try:
+            out = self._write(items, top_up)
+        except LedgerError as e:
+            out = e
+        assert out is not None  # a write given is answered or raises
+        self.top_ups.topped_up(out)
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         """``Ledger.reserve``, in one transaction with the writes queued (written first)."""
@@ -105,7 +125,7 @@ class LedgerWrites[C: Owned]:
         assert isinstance(out, Admission)
         return out
 
-    def _decide(self, req: ReserveRequest | StakeReserve) -> Written:
+    def _decide(self, req: ReserveRequest | StakeReserve | StakeTopUp) -> Written:
         items, self._queue = self._queue, []
         if not items and isinstance(req, ReserveRequest):
             return self.ledger.reserve(req)  # a fleet host's ledger tops its slice up there
@@ -118,7 +138,9 @@ class LedgerWrites[C: Owned]:
         assert decided is not None
         return decided
 
-    def _write(self, items: list[Pending[C]], req: ReserveRequest | StakeReserve | None) -> Written | None:
+    def _write(
+        self, items: list[Pending[C]], req: ReserveRequest | StakeReserve | StakeTopUp | None
+    ) -> Written | None:
         writes: list[Write] = [
             Release(p.key) if p.record is None else Commit(p.key, p.record, p.stake, p.holds) for p in items
         ]

@@ -115,7 +115,10 @@ def test_kill_9_under_load_leaves_one_usage_row_per_call(
     assert len({r["key"] for r in rows}) == len(rows)
     # every forwarded call is a row; a call reserved but not yet forwarded at the kill is one too
     assert forwarded <= len(rows) <= forwarded + CLIENTS
-    assert ROWS_BEFORE_KILL <= len(seen) <= len(rows)
+    # an answer written to the socket just before the kill, its row committed, can still be lost to
+    # the client: the dead proxy's socket is reset (it held the client's next request unread) and
+    # the client's kernel drops what it had not read yet; at most one such answer per client
+    assert ROWS_BEFORE_KILL - CLIENTS <= len(seen) <= len(rows)
     lost = [r for r in rows if r["lost"]]
     assert all(r["estimated"] for r in lost)
     # each call the SDK saw complete is its measured row, or a lost one (its commit died queued)

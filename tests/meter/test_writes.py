@@ -13,9 +13,19 @@ import pytest
 
 from bbnet import metrics
 from bbnet.ledger import Ledger
-from bbnet.model import Bottle, Budget, CommitResult, Outcome, ReserveRequest, UsageRecord
+from bbnet.model import (
+    Admission,
+    Bottle,
+    Budget,
+    CommitResult,
+    Outcome,
+    ReserveRequest,
+    StakeReserve,
+    UsageRecord,
+)
 from bbnet.names import Scope
 from meter.journal import Pending
+from meter.stake import Stake
 from meter.writes import LedgerWrites
 
 MODEL = "claude-sonnet-4-5-20250929"
@@ -113,3 +123,44 @@ def test_a_journalled_commit_the_ledger_refuses_is_billed_as_lost(ledger: Ledger
     assert sorted((r["key"], r["lost"]) for r in ledger.usage()) == [("k1", 1), ("k2", 0)]
     [pool] = ledger.pools()
     assert (pool.used, pool.reserved) == (150 + 100, 0)  # k1 billed at its input estimate
+
+
+def test_the_stake_is_refilled_with_the_commits(tmp_path: Path) -> None:
+    """A steady run through a stake: after the first call every call is admitted in memory, the
+    free room being refilled in the commits' own transactions; a stake settled meanwhile (its lease
+    expired) is replaced, and the pools end holding nothing."""
+    led = Ledger.open(tmp_path / "ledger.db")
+    led.add_bottle(Bottle("a"))
+    led.set_budget(Budget(Scope.of_bottle("a"), "anthropic", "tokens", 10_000_000))
+    m = metrics.Metrics()
+    metrics.instrument(led, m)
+    writes: LedgerWrites[Call] = LedgerWrites(led, lambda call, record, result: stake.committed(result.key))
+    stake = Stake(led, tmp_path / "stakes", 300)
+    writes.top_ups = stake
+    asked: list[str] = []
+
+    def admit(w: StakeReserve) -> Admission:
+        asked.append(w.req.key)
+        return writes.admit(w)
+
+    async def calls(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            _, held = stake.reserve(_req(f"k{i}", 1000, 1000), admit)
+            assert held is not None
+            writes.commit(f"k{i}", Call("a"), _usage(1000, 500), held.stake, held.holds)
+            await asyncio.sleep(0)  # the answer has left: the commit (and any refill) is written
+
+    asyncio.run(calls(0, 40))
+    assert asked == ["k0"] and len(led.usage()) == 40
+    [pool] = led.pools()
+    assert pool.used == 40 * 1500 and pool.reserved == sum(stake.free.values()) > 0
+    count, written = batches(m)
+    assert written > count  # some commits carried a refill: more writes than transactions
+
+    old = stake.key
+    led.settle_stake(old)  # as the sweep does with an expired lease
+    asyncio.run(calls(40, 10))
+    assert stake.key != old and len(led.usage()) == 50
+    stake.close()
+    [pool] = led.pools()
+    assert pool.reserved == 0 and pool.used == 50 * 1500
