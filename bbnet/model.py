@@ -182,9 +182,8 @@ class StakeTopUp:
     agent: str | None
     provider: str
     holds: tuple[tuple[int, int], ...]  # (pool id, amount) of the call the room is sized for
-    free: tuple[
-        tuple[int, int], ...
-    ]  # the stake's unheld amounts in the path's pools, as the meter counts them
+    #: the stake's unheld amounts in the path's pools, as the meter counts them
+    free: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,9 @@ def stake_targets(holds: Mapping[int, int], remaining: Mapping[int, int]) -> dic
 class StakeGone(LedgerError):
     """The meter's stake was settled as a dead meter's (its lease expired): it needs a new one."""
 
+    def __init__(self, key: str) -> None:
+        super().__init__(f"stake {key} is gone: settled as a dead meter's")
+
 
 class StakeOps(BudgetOps):
     #: False where every call must go through :meth:`reserve` (a fleet host's ledger tops its
@@ -102,8 +105,7 @@ class StakeOps(BudgetOps):
             return
         with self._tx(hot=True) as c:
             if self._stake_alive(c, key):
-                self._move(c, {}, back)
-                self._stake_move(c, key, back)
+                self._resize(c, key, back)
 
     def reservations(self) -> list[dict[str, Any]]:
         """Every call holding budget: the reservation rows, then each call a stake's journal leaves
@@ -166,7 +168,7 @@ class StakeOps(BudgetOps):
         if found["committed"]:
             raise LedgerError(f"call {req.key!r} is already committed")
         if not found["staked"]:
-            raise StakeGone(f"stake {w.stake} is gone: settled as a dead meter's")
+            raise StakeGone(w.stake)
         path = self._on_path(c, req.bottle, req.agent, req.provider, now)
         units = tuple((pool_id, pool.unit) for pool_id, pool in path)
         plan = self.plans.get((req.bottle, req.agent, req.provider), now)
@@ -196,8 +198,7 @@ class StakeOps(BudgetOps):
             for i, target in targets.items()
             if (change := holds.get(i, 0) + target - free.get(i, 0))
         }
-        self._move(c, {}, grow)
-        self._stake_move(c, w.stake, grow)
+        self._resize(c, w.stake, grow)
         result = ReserveResult(decision.outcome, req.key, decision.tokens, decision.usd_micros,
                                decision.output_tokens, decision.governing)  # fmt: skip
         return Admission(result, tuple(holds.items()), tuple(targets.items()), units, until, stamp)
@@ -207,15 +208,14 @@ class StakeOps(BudgetOps):
         after a call holding ``w.holds``, with no call: grown where the pools have room, shrunk
         (given back) where they no longer do."""
         if not self._stake_alive(c, w.stake):
-            raise StakeGone(f"stake {w.stake} is gone: settled as a dead meter's")
+            raise StakeGone(w.stake)
         path = self._on_path(c, w.bottle, w.agent, w.provider, now)
         if self._fleet_on(c, [pool_id for pool_id, _ in path]):
             return StakeFree(())  # such a path takes no stake (its calls have reservation rows)
         free = dict(w.free)
         targets = stake_targets(dict(w.holds), {i: pool.remaining + free.get(i, 0) for i, pool in path})
         change = {i: delta for i, target in targets.items() if (delta := target - free.get(i, 0))}
-        self._move(c, {}, change)
-        self._stake_move(c, w.stake, change)
+        self._resize(c, w.stake, change)
         return StakeFree(tuple(targets.items()))
 
     def _stake_commit(self, c: Conn, w: Commit) -> CommitResult:
@@ -289,6 +289,12 @@ class StakeOps(BudgetOps):
         return bool(c.execute(
             f"SELECT EXISTS (SELECT 1 FROM pools WHERE slice_limit IS NOT NULL AND id IN ({','.join('?' * len(ids))}))",
             ids).fetchone()[0])  # fmt: skip
+
+    def _resize(self, c: Conn, key: str, change: Mapping[int, int]) -> None:
+        """Grow the stake by ``change`` (pool id -> amount, negative to shrink): in its holds and in
+        the pools' ``reserved`` alike."""
+        self._move(c, {}, change)
+        self._stake_move(c, key, change)
 
     @staticmethod
     def _stake_move(c: Conn, key: str, amounts: Mapping[int, int]) -> None:

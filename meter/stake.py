@@ -59,11 +59,11 @@ class KnownPath:
     stamp: tuple[int, int]
 
 
-def fast_holds(req: ReserveRequest, pools: tuple[tuple[int, str], ...], free: dict[int, int]) -> Holds | None:
-    """What ``req`` holds in each pool if admitted whole (as the ledger's ALLOW would hold it), or
-    None when that does not fit in the free room of every pool."""
-    tokens = req.input_tokens + req.max_output_tokens
-    usd = usd_micros(req.rates, req.input_tokens, req.max_output_tokens)
+def fast_holds(
+    tokens: int, usd: int, pools: tuple[tuple[int, str], ...], free: dict[int, int]
+) -> Holds | None:
+    """What a call of ``tokens`` and ``usd`` micro-USD holds in each pool if admitted whole (as the
+    ledger's ALLOW would hold it), or None when that does not fit in the free room of every pool."""
     holds: list[tuple[int, int]] = []
     for pool_id, unit in pools:
         amount = tokens if unit == "tokens" else usd
@@ -106,8 +106,7 @@ class Stake:
             try:
                 adm = decide(StakeReserve(req, self.key, tuple(self.free.items())))
             except StakeGone:
-                log.error("stake %s was settled as a dead meter's: opening a new one", self.key)
-                self.reopen()
+                self.reopen("it was settled as a dead meter's")
                 adm = decide(StakeReserve(req, self.key, ()))
             self.decided(req, adm)
             fast = adm.result, None if adm.holds is None else Held(self.key, adm.holds)
@@ -125,15 +124,15 @@ class Stake:
         path = self._paths.get((req.bottle, req.agent, req.provider))
         if path is None or now >= path.until:
             return None
-        holds = fast_holds(req, path.pools, self.free)
+        tokens = req.input_tokens + req.max_output_tokens
+        usd = usd_micros(req.rates, req.input_tokens, req.max_output_tokens)
+        holds = fast_holds(tokens, usd, path.pools, self.free)
         if holds is None or self.ledger.stamp() != path.stamp:
             return None
         for pool_id, amount in holds:
             self.free[pool_id] -= amount
         if any(self.free[pool_id] < LOW_WATER * amount for pool_id, amount in holds):
             self._low = (req.bottle, req.agent, req.provider), holds
-        tokens = req.input_tokens + req.max_output_tokens
-        usd = usd_micros(req.rates, req.input_tokens, req.max_output_tokens)
         return ReserveResult(Outcome.ALLOW, req.key, tokens, usd, req.max_output_tokens), Held(
             self.key, holds
         )
@@ -174,8 +173,7 @@ class Stake:
         if isinstance(out, StakeFree):
             self.free.update(out.free)
         elif isinstance(out, StakeGone):
-            log.error("stake %s was settled as a dead meter's: opening a new one", self.key)
-            self.reopen()
+            self.reopen("it was settled as a dead meter's")
         elif isinstance(out, Exception):  # the calls still get room from the ledger when they need it
             log.warning("stake top-up failed: %s", out)
 
@@ -216,13 +214,14 @@ class Stake:
 
     def renew(self) -> None:
         """Extend the stake's lease; a stake found settled (its lease had expired) is replaced."""
-        if self.ledger.renew_stake(self.key, self.lease_seconds):
-            return
-        log.error("stake %s was settled as a dead meter's (lease expired): its open calls were billed"
-                  " as lost; opening a new one", self.key)  # fmt: skip
-        self.reopen()
+        if not self.ledger.renew_stake(self.key, self.lease_seconds):
+            self.reopen(
+                "it was settled as a dead meter's (lease expired): its open calls were billed as lost"
+            )
 
-    def reopen(self) -> None:
+    def reopen(self, why: str) -> None:
+        """Replace the stake with a new one (logged: the old one is gone, ``why``)."""
+        log.error("stake %s: %s; opening a new one", self.key, why)
         self.journal.close()
         self._open_new()
 

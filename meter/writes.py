@@ -130,10 +130,7 @@ class LedgerWrites[C: Owned]:
         if not items and isinstance(req, ReserveRequest):
             return self.ledger.reserve(req)  # a fleet host's ledger tops its slice up there
         if not items:
-            [out] = self.ledger.write_batch([req])
-            if isinstance(out, Exception):
-                raise out
-            return out
+            return self._alone(req)
         decided = self._write(items, req)
         assert decided is not None
         return decided
@@ -173,10 +170,15 @@ class LedgerWrites[C: Owned]:
             return self.ledger.release(item.key)
         if item.stake is None:
             return self.ledger.commit(item.key, item.record)
-        [out] = self.ledger.write_batch([Commit(item.key, item.record, item.stake, item.holds)])
+        out = self._alone(Commit(item.key, item.record, item.stake, item.holds))
+        assert isinstance(out, CommitResult)
+        return out
+
+    def _alone(self, write: Write) -> Written:
+        """One write in a transaction of its own; the error it got raised."""
+        [out] = self.ledger.write_batch([write])
         if isinstance(out, Exception):
             raise out
-        assert isinstance(out, CommitResult)
         return out
 
     def _write_alone(self, item: Pending[C]) -> None:
